@@ -1,0 +1,1 @@
+//! zk-master: master election through Apache ZooKeeper.
