@@ -1,1 +1,51 @@
-//! zk-master: master election through Apache ZooKeeper.
+//! Master election through Apache ZooKeeper, for programs that are not async.
+//!
+//! A process [joins](Election::join) a group (by default `/Roles/workers`):
+//! the library keeps one ZooKeeper session, registers an
+//! EPHEMERAL_SEQUENTIAL member node with the caller's data and watches the
+//! group. The N members with the lowest sequence numbers are masters. The
+//! program polls [`Election::is_master`] from its own loop, or registers
+//! [callbacks](Election::on_change) that fire on every change of role.
+//! Dropping the handle or [resigning](Election::resign) deletes the node at
+//! once, so the next member takes over in milliseconds.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use zk_master::{Config, Election};
+//!
+//! let election = Election::join(Config::new("127.0.0.1:2181"))?;
+//! election.on_change(|change| println!("{} -> {}", change.old, change.new));
+//! for _ in 0..10 {
+//!     if election.is_master() {
+//!         println!("working as master");
+//!     }
+//!     std::thread::sleep(Duration::from_secs(1));
+//! }
+//! # Ok::<(), zk_master::Error>(())
+//! ```
+//!
+//! # The promise
+//! [`Election::is_master`] returns true only until a lease ends: the time a
+//! read that showed this member's node alive in its session was *sent*, plus
+//! the session timeout the server granted, minus a margin. The server cannot
+//! expire the session, and so delete the node and let a successor be promoted,
+//! before that moment. See the README's "Guarantees" section for the
+//! assumptions.
+#![warn(missing_docs)]
+
+mod callbacks;
+mod client;
+mod config;
+mod election;
+mod error;
+mod handshake;
+mod member;
+mod role;
+mod state;
+mod worker;
+
+pub use config::{Config, MAX_DATA_LEN};
+pub use election::Election;
+pub use error::{Error, Result};
+pub use member::Member;
+pub use role::{Role, RoleChange};

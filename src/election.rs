@@ -1,0 +1,298 @@
+//! The handle a program holds while it takes part in an election.
+
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::callbacks::{self, Dispatch};
+use crate::client::NoticeSink;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::member::Member;
+use crate::role::{Role, RoleChange};
+use crate::state::Shared;
+use crate::worker::{Input, Worker};
+
+/// Membership of one process in an election group.
+///
+/// [`Election::join`] registers the member; from then on a thread of the
+/// library keeps the session, watches the group and updates the role. Every
+/// method takes `&self` and may be called from any thread, including from a
+/// role-change callback. Dropping the handle resigns.
+///
+/// ```no_run
+/// use zk_master::{Config, Election};
+///
+/// let election = Election::join(Config::new("127.0.0.1:2181"))?;
+/// loop {
+///     if election.is_master() {
+///         // do the master's work
+///     }
+///     # break;
+/// }
+/// # Ok::<(), zk_master::Error>(())
+/// ```
+pub struct Election {
+    shared: Arc<Shared>,
+    inputs: Sender<Input>,
+    dispatch: Sender<Dispatch>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Election {
+    /// Connects, creates the group path if missing, registers this member and
+    /// learns its first role. Gives up with [`Error::Unreachable`] once the
+    /// connect timeout has passed without a server answering; a bad
+    /// configuration gives [`Error::InvalidConfig`] before anything is sent.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use zk_master::{Config, Election};
+    ///
+    /// let config = Config::new("127.0.0.1:2181").masters(2).connect_timeout(Duration::from_secs(3));
+    /// let election = Election::join(config)?;
+    /// println!("joined as {}", election.member_name().unwrap_or_default());
+    /// # Ok::<(), zk_master::Error>(())
+    /// ```
+    pub fn join(config: Config) -> Result<Election> {
+        config.validate()?;
+        let ensemble = config.ensemble()?;
+        let thread_error = |e: std::io::Error| Error::Server {
+            op: "spawn",
+            path: String::new(),
+            reason: e.to_string(),
+        };
+        let shared = Arc::new(Shared::new());
+        let (inputs, input_rx) = mpsc::channel();
+        let dispatch = callbacks::spawn().map_err(thread_error)?;
+        let notices = inputs.clone();
+        let sink: NoticeSink = Arc::new(move |notice| {
+            let _ = notices.send(Input::Notice(notice));
+        });
+        let worker = Worker::new(
+            config,
+            ensemble,
+            shared.clone(),
+            input_rx,
+            sink,
+            dispatch.clone(),
+        );
+        let (joined_tx, joined_rx) = mpsc::sync_channel(1);
+        let thread = thread::Builder::new()
+            .name("zk-master-election".into())
+            .spawn(move || worker.run(joined_tx))
+            .map_err(thread_error)?;
+        match joined_rx.recv() {
+            Ok(Ok(())) => Ok(Election {
+                shared,
+                inputs,
+                dispatch,
+                thread: Mutex::new(Some(thread)),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(Error::Server {
+                    op: "join",
+                    path: String::new(),
+                    reason: "the election thread ended".into(),
+                })
+            }
+        }
+    }
+
+    /// True while this member is master and its lease holds. Never blocks: it
+    /// reads an atomic and the monotonic clock, so a process that wakes from a
+    /// long pause reads `false` before any network event is handled.
+    ///
+    /// ```no_run
+    /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
+    /// if election.is_master() {
+    ///     println!("I've become master!");
+    /// }
+    /// ```
+    pub fn is_master(&self) -> bool {
+        self.shared.is_master()
+    }
+
+    /// The current role; [`Role::Master`] exactly when [`is_master`](Self::is_master) is true.
+    ///
+    /// ```no_run
+    /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
+    /// println!("I am {}", election.role());
+    /// ```
+    pub fn role(&self) -> Role {
+        let status = self.shared.status.lock();
+        self.shared.role(&status)
+    }
+
+    /// This member's node name, such as `worker0000000003`, while it has one.
+    ///
+    /// ```no_run
+    /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
+    /// println!("register ok! I'm {}", election.member_name().unwrap_or_default());
+    /// ```
+    pub fn member_name(&self) -> Option<String> {
+        self.shared.status.lock().member.clone()
+    }
+
+    /// The first N members (the masters), in election order, with their data.
+    ///
+    /// ```no_run
+    /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
+    /// let names: Vec<String> = election.masters().iter().map(|m| m.name().to_owned()).collect();
+    /// println!("{names:?} is masters");
+    /// ```
+    pub fn masters(&self) -> Vec<Member> {
+        self.shared.status.lock().masters.clone()
+    }
+
+    /// Every member, in election order, with their data.
+    ///
+    /// ```no_run
+    /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
+    /// for member in election.members() {
+    ///     println!("{} {:?}", member.name(), member.data());
+    /// }
+    /// ```
+    pub fn members(&self) -> Vec<Member> {
+        self.shared.status.lock().members.clone()
+    }
+
+    /// The session timeout the server granted, once known.
+    ///
+    /// ```no_run
+    /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
+    /// println!("session timeout: {:?}", election.session_timeout());
+    /// ```
+    pub fn session_timeout(&self) -> Option<Duration> {
+        self.shared.status.lock().session_timeout
+    }
+
+    /// While master: the creation zxid of this member's node. It grows
+    /// strictly from one master to the next, so a resource that remembers the
+    /// highest token it has seen can refuse writes from a deposed master.
+    ///
+    /// ```no_run
+    /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
+    /// if let Some(token) = election.fencing_token() {
+    ///     println!("writing with token {token}");
+    /// }
+    /// ```
+    pub fn fencing_token(&self) -> Option<u64> {
+        let status = self.shared.status.lock();
+        status
+            .token
+            .filter(|_| self.shared.role(&status) == Role::Master)
+    }
+
+    /// Waits until this member is master, or `timeout` has passed. Returns
+    /// whether it is master.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
+    /// if election.wait_until_master(Duration::from_secs(30)) {
+    ///     println!("I've become master!");
+    /// }
+    /// ```
+    pub fn wait_until_master(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut status = self.shared.status.lock();
+        while !self.shared.is_master() {
+            if status.resigned
+                || self
+                    .shared
+                    .changed
+                    .wait_until(&mut status, deadline)
+                    .timed_out()
+            {
+                return self.shared.is_master();
+            }
+        }
+        true
+    }
+
+    /// Calls `callback` on every change of role, with the old and new role and
+    /// the masters. Callbacks run on one thread of the library, in the order
+    /// of the changes, one at a time, never while the library holds a lock; a
+    /// callback may call any method of this handle. A callback that panics is
+    /// logged and the election goes on.
+    ///
+    /// ```no_run
+    /// use zk_master::Role;
+    /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
+    /// election.on_change(|change| match change.new {
+    ///     Role::Master => println!("I've become master!"),
+    ///     _ => println!("{:?} is masters, I'm {}", change.masters, change.new),
+    /// });
+    /// ```
+    pub fn on_change<F>(&self, callback: F)
+    where
+        F: FnMut(&RoleChange) + Send + 'static,
+    {
+        let _ = self.dispatch.send(Dispatch::Register(Box::new(callback)));
+    }
+
+    /// Steps down and joins again at the back of the queue, in the same
+    /// session: the node is deleted (so the next member takes over at once)
+    /// and a new one created.
+    ///
+    /// ```no_run
+    /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
+    /// if election.is_master() {
+    ///     election.requeue()?; // let someone else lead for a while
+    /// }
+    /// # Ok::<(), zk_master::Error>(())
+    /// ```
+    pub fn requeue(&self) -> Result<()> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.inputs
+            .send(Input::Requeue(reply))
+            .map_err(|_| Error::Resigned)?;
+        answer.recv().map_err(|_| Error::Resigned)?
+    }
+
+    /// Leaves the election: steps down at once, deletes this member's node so
+    /// a successor takes over without waiting for a session timeout, and
+    /// closes the session. Returns when the node is deleted or the attempt has
+    /// timed out. Calling it again does nothing; dropping the handle calls it.
+    ///
+    /// ```no_run
+    /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
+    /// election.resign();
+    /// assert!(!election.is_master());
+    /// ```
+    pub fn resign(&self) {
+        let Some(thread) = self.thread.lock().take() else {
+            return;
+        };
+        let (reply, done) = mpsc::sync_channel(1);
+        if self.inputs.send(Input::Resign(reply)).is_ok() {
+            let _ = done.recv();
+        }
+        let _ = thread.join();
+    }
+}
+
+impl Drop for Election {
+    fn drop(&mut self) {
+        self.resign();
+    }
+}
+
+impl std::fmt::Debug for Election {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let status = self.shared.status.lock();
+        f.debug_struct("Election")
+            .field("member", &status.member)
+            .field("role", &self.shared.role(&status))
+            .finish()
+    }
+}
