@@ -35,6 +35,10 @@ use std::time::{Duration, Instant};
 
 use zookeeper::ZooKeeper;
 
+mod worker;
+#[allow(unused_imports)] // not every test binary starts workers
+pub use worker::{worker_binary, Worker};
+
 /// Tick of every test server. Session timeouts are clamped by the servers to
 /// `[2, 20]` ticks = 400 ms ..= 4 s unless [`ZkServerBuilder`] sets other bounds.
 pub const TICK_TIME: Duration = Duration::from_millis(200);

@@ -1,0 +1,461 @@
+//! The election against real ZooKeeper servers: roles, hand-over, ordering,
+//! bad input, callbacks, and how the library rides out a server that stops
+//! answering.
+
+mod common;
+
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{raw_client, wait_for, ZkServer};
+use zk_master::{Config, Election, Error, Role, RoleChange};
+use zookeeper::{Acl, CreateMode, ZooKeeper};
+
+/// Session timeout for most tests: expiry takes about this long.
+const SESSION: Duration = Duration::from_millis(2000);
+/// Bound for waits on something that should happen promptly.
+const SOON: Duration = Duration::from_secs(10);
+
+fn config(server: &ZkServer, group: &str) -> Config {
+    Config::new(server.connect_string())
+        .group(group)
+        .session_timeout(SESSION)
+        .connect_timeout(Duration::from_secs(10))
+}
+
+fn join(config: Config) -> Election {
+    Election::join(config).expect("join")
+}
+
+fn names(election: &Election) -> Vec<String> {
+    election
+        .masters()
+        .iter()
+        .map(|m| m.name().to_owned())
+        .collect()
+}
+
+fn children(zk: &ZooKeeper, path: &str) -> Vec<String> {
+    let mut children = zk.get_children(path, false).expect("get_children");
+    children.sort();
+    children
+}
+
+#[test]
+fn the_first_member_is_the_only_master() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let members: Vec<Election> = (0..3)
+        .map(|_| join(config(&server, "/Roles/workers")))
+        .collect();
+    wait_for(SOON, "one master", || {
+        members.iter().filter(|m| m.is_master()).count() == 1
+    });
+    assert!(members[0].is_master(), "the lowest sequence number leads");
+    assert_eq!(members[0].role(), Role::Master);
+    let first = members[0].member_name().expect("a member name");
+    assert!(first.starts_with("worker"), "{first}");
+    for slave in &members[1..] {
+        wait_for(SOON, "the slaves see the master", || {
+            names(slave) == [first.clone()]
+        });
+        assert_eq!(slave.role(), Role::Slave);
+        assert_eq!(slave.fencing_token(), None);
+    }
+    let all = members[2].members();
+    assert_eq!(all.len(), 3);
+    assert!(
+        all.iter().all(|m| m.data() == b"1"),
+        "default data is \"1\""
+    );
+    assert!(members[0].fencing_token().is_some());
+    assert_eq!(members[0].session_timeout(), Some(SESSION));
+}
+
+#[test]
+fn five_members_with_two_masters() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let mut members: Vec<Election> = (0..5)
+        .map(|_| join(config(&server, "/five").masters(2)))
+        .collect();
+    let masters = |members: &[Election]| members.iter().filter(|m| m.is_master()).count();
+    wait_for(SOON, "two masters", || masters(&members) == 2);
+    assert!(members[0].is_master() && members[1].is_master());
+    members.remove(0).resign();
+    wait_for(SOON, "the third member takes the free place", || {
+        members[1].is_master() && masters(&members) == 2
+    });
+    assert_eq!(names(&members[3]).len(), 2);
+}
+
+#[test]
+fn resign_hands_over_without_waiting_for_the_session_to_expire() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let slow = |c: Config| c.session_timeout(Duration::from_secs(4));
+    let a = join(slow(config(&server, "/handover")));
+    let b = join(slow(config(&server, "/handover")));
+    let c = join(slow(config(&server, "/handover")));
+    assert!(a.wait_until_master(SOON));
+    let started = Instant::now();
+    a.resign();
+    assert!(b.wait_until_master(SOON));
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?}: it waited for expiry"
+    );
+    assert!(!a.is_master());
+    assert_eq!(a.role(), Role::Offline);
+    a.resign(); // again: nothing happens
+    assert_eq!(a.requeue(), Err(Error::Resigned));
+
+    let zk = raw_client(&server.connect_string());
+    assert_eq!(children(&zk, "/handover").len(), 2, "a's node is gone");
+    drop(b); // dropping resigns too
+    assert!(c.wait_until_master(Duration::from_secs(2)));
+    assert_eq!(children(&zk, "/handover").len(), 1);
+}
+
+#[test]
+fn requeue_steps_down_to_the_back_of_the_queue() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let a = join(config(&server, "/requeue"));
+    let b = join(config(&server, "/requeue"));
+    assert!(a.wait_until_master(SOON));
+    let first_token = a.fencing_token().expect("master has a token");
+    let old_name = a.member_name().unwrap();
+    a.requeue().expect("requeue");
+    assert!(b.wait_until_master(SOON));
+    wait_for(SOON, "a is a slave", || a.role() == Role::Slave);
+    let new_name = a.member_name().unwrap();
+    assert!(
+        new_name > old_name,
+        "{new_name} should sort after {old_name}"
+    );
+    let second_token = b.fencing_token().expect("new master has a token");
+    assert!(second_token > first_token, "fencing tokens grow");
+}
+
+#[test]
+fn members_of_other_clients_order_by_sequence_number() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let zk = raw_client(&server.connect_string());
+    let create = |path: &str, mode| {
+        zk.create(path, b"x".to_vec(), Acl::open_unsafe().clone(), mode)
+            .expect("create")
+    };
+    create("/mixed", CreateMode::Persistent);
+    create("/mixed/config", CreateMode::Persistent); // not a member: no sequence suffix
+    let lock = create("/mixed/f9d0__lock__", CreateMode::EphemeralSequential);
+    let ours = join(config(&server, "/mixed"));
+    create("/mixed/aaa", CreateMode::EphemeralSequential); // sorts first by name, last by number
+    wait_for(SOON, "three members seen", || ours.members().len() == 3);
+    assert!(!ours.is_master());
+    assert_eq!(
+        names(&ours),
+        [lock.trim_start_matches("/mixed/").to_owned()]
+    );
+    zk.delete(&lock, None).expect("delete");
+    assert!(ours.wait_until_master(SOON), "ours is next by sequence");
+}
+
+#[test]
+fn a_killed_member_is_replaced_once_its_session_expires() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let mut worker = common::Worker::spawn(&server.connect_string(), "/killed", 1000);
+    worker.expect("I've become master!");
+    let b = join(config(&server, "/killed"));
+    assert!(!b.is_master());
+    let killed = Instant::now();
+    worker.kill();
+    assert!(
+        b.wait_until_master(SOON),
+        "the successor takes over after expiry"
+    );
+    eprintln!(
+        "takeover after SIGKILL: {:?} (session 1 s)",
+        killed.elapsed()
+    );
+}
+
+#[test]
+fn bad_configuration_is_refused_before_anything_is_sent() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let bad = [
+        ("masters", config(&server, "/bad/a").masters(0)),
+        ("group", config(&server, "bad/a")),
+        ("prefix", config(&server, "/bad/a").prefix("a/b")),
+        (
+            "session_timeout",
+            config(&server, "/bad/a").session_timeout(Duration::ZERO),
+        ),
+        (
+            "connect",
+            Config::new(format!("{}/", server.connect_string())).group("/bad/a"),
+        ),
+        (
+            "data",
+            config(&server, "/bad/a").data(vec![0; zk_master::MAX_DATA_LEN + 1]),
+        ),
+    ];
+    for (field, config) in bad {
+        match Election::join(config) {
+            Err(Error::InvalidConfig { field: f, .. }) => assert_eq!(f, field),
+            other => panic!("{field}: expected InvalidConfig, got {other:?}"),
+        }
+    }
+    let zk = raw_client(&server.connect_string());
+    assert!(
+        zk.exists("/bad", false).expect("exists").is_none(),
+        "nothing was created"
+    );
+}
+
+#[test]
+fn no_server_means_an_error_within_the_connect_timeout() {
+    common::init_logging();
+    let closed_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // A server that accepts connections but never answers: the crate alone would hang forever.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    for connect in [
+        format!("127.0.0.1:{closed_port}"),
+        format!("127.0.0.1:{silent_port}"),
+        format!("127.0.0.1:{closed_port},127.0.0.1:{silent_port}"),
+    ] {
+        let started = Instant::now();
+        let result = Election::join(
+            Config::new(connect.clone()).connect_timeout(Duration::from_millis(1500)),
+        );
+        let took = started.elapsed();
+        assert!(
+            matches!(result, Err(Error::Unreachable { .. })),
+            "{connect}: {result:?}"
+        );
+        assert!(
+            took < Duration::from_millis(3500),
+            "{connect}: gave up after {took:?}"
+        );
+    }
+}
+
+#[test]
+fn callbacks_run_in_order_off_the_lock_and_survive_panics() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let a = join(config(&server, "/callbacks"));
+    let b = Arc::new(join(config(&server, "/callbacks")));
+    assert!(a.wait_until_master(SOON));
+    let seen: Arc<Mutex<Vec<(Role, Role, usize)>>> = Arc::default();
+    b.on_change(|_| panic!("a callback that panics"));
+    let (log, weak) = (seen.clone(), Arc::downgrade(&b));
+    b.on_change(move |change: &RoleChange| {
+        // Re-entrant calls: each would deadlock if the library held its lock here.
+        let b = weak.upgrade().expect("b is alive");
+        let _ = (
+            b.role(),
+            b.is_master(),
+            b.members(),
+            b.member_name(),
+            b.fencing_token(),
+        );
+        log.lock()
+            .unwrap()
+            .push((change.old, change.new, change.masters.len()));
+    });
+
+    a.resign();
+    assert!(b.wait_until_master(SOON));
+    let c = join(config(&server, "/callbacks"));
+    b.requeue().expect("requeue");
+    assert!(c.wait_until_master(SOON));
+    wait_for(SOON, "three changes", || seen.lock().unwrap().len() >= 3);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (Role::Slave, Role::Master, 1),
+            (Role::Master, Role::Offline, 1),
+            (Role::Offline, Role::Slave, 1),
+        ]
+    );
+}
+
+#[test]
+fn the_example_worker_logs_like_the_original_and_exits_cleanly() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let mut first = common::Worker::spawn(&server.connect_string(), "/Roles/workers", 10_000);
+    first.expect("register ok! I'm worker0000000000");
+    first.expect("I've become master!");
+    let mut second = common::Worker::spawn(&server.connect_string(), "/Roles/workers", 10_000);
+    second.expect("register ok! I'm worker0000000001");
+    second.expect("[worker0000000000] is masters, I'm slave");
+    let stopped = Instant::now();
+    first.terminate();
+    first.expect("resigned; my node is deleted");
+    assert_eq!(first.wait_exit(), Some(0));
+    second.expect("I've become master!");
+    eprintln!("takeover after SIGTERM: {:?}", stopped.elapsed());
+    second.interrupt();
+    assert_eq!(second.wait_exit(), Some(0));
+    let zk = raw_client(&server.connect_string());
+    assert!(
+        children(&zk, "/Roles/workers").is_empty(),
+        "no node left behind"
+    );
+}
+
+#[test]
+fn a_server_that_stops_answering_costs_the_lease_not_the_process() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let a = join(config(&server, "/paused"));
+    let b = join(config(&server, "/paused"));
+    assert!(a.wait_until_master(SOON));
+    let first = a.member_name().unwrap();
+    server.pause(); // the crate's calls would now block with no timeout
+    let paused = Instant::now();
+    wait_for(SOON, "a steps down", || !a.is_master());
+    eprintln!(
+        "master stepped down {:?} after the server froze",
+        paused.elapsed()
+    );
+    assert!(paused.elapsed() < SESSION + Duration::from_millis(500));
+    let dropped = Instant::now();
+    drop(b); // resigning cannot reach the server, and must not hang
+    assert!(
+        dropped.elapsed() < SESSION,
+        "drop took {:?}",
+        dropped.elapsed()
+    );
+    server.resume();
+    assert!(
+        a.wait_until_master(Duration::from_secs(20)),
+        "a leads again"
+    );
+    assert_ne!(
+        a.member_name().unwrap(),
+        first,
+        "with a node of a new session"
+    );
+    let zk = raw_client(&server.connect_string());
+    wait_for(SOON, "old nodes are gone", || {
+        children(&zk, "/paused").len() == 1
+    });
+}
+
+#[test]
+fn a_restarted_server_gets_the_members_back_with_their_watches() {
+    common::init_logging();
+    let mut server = ZkServer::start();
+    let a = join(config(&server, "/restart"));
+    let b = join(config(&server, "/restart"));
+    assert!(a.wait_until_master(SOON));
+    server.stop();
+    wait_for(SOON, "nobody is master while the server is down", || {
+        !a.is_master() && !b.is_master()
+    });
+    thread::sleep(Duration::from_secs(1));
+    server.restart();
+    wait_for(Duration::from_secs(20), "one master again", || {
+        a.is_master() ^ b.is_master()
+    });
+    let (master, slave) = if a.is_master() { (&a, &b) } else { (&b, &a) };
+    wait_for(SOON, "two members", || slave.members().len() == 2);
+    master.resign();
+    assert!(
+        slave.wait_until_master(SOON),
+        "the re-armed watch saw the master go"
+    );
+}
+
+#[test]
+fn an_idle_member_keeps_its_session_while_others_come_and_go() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let short = Duration::from_millis(1200);
+    let a = join(config(&server, "/idle").session_timeout(short));
+    assert!(a.wait_until_master(SOON));
+    let name = a.member_name();
+    let started = Instant::now();
+    while started.elapsed() < short * 5 {
+        // Each join and leave sends `a` a watch notification, which resets the crate's ping timer.
+        let other = join(config(&server, "/idle").session_timeout(short));
+        thread::sleep(Duration::from_millis(150));
+        drop(other);
+        assert!(
+            a.is_master(),
+            "a lost mastership after {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(a.member_name(), name, "same node, same session");
+}
+
+#[test]
+fn a_deleted_node_or_group_makes_the_member_join_again() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let a = join(config(&server, "/deleted/group"));
+    let b = join(config(&server, "/deleted/group"));
+    assert!(a.wait_until_master(SOON));
+    let zk = raw_client(&server.connect_string());
+    let node = format!("/deleted/group/{}", a.member_name().unwrap());
+    zk.delete(&node, None).expect("delete a's node");
+    assert!(b.wait_until_master(SOON), "b takes over");
+    wait_for(SOON, "a joins again at the back", || {
+        a.role() == Role::Slave
+    });
+
+    // The members put their nodes back as fast as we delete them: retry until the group goes.
+    let mut attempts = 0;
+    while zk
+        .exists("/deleted/group", false)
+        .expect("exists")
+        .is_some()
+    {
+        attempts += 1;
+        assert!(attempts < 200, "could not delete the group");
+        for child in zk.get_children("/deleted/group", false).unwrap_or_default() {
+            zk.delete(&format!("/deleted/group/{child}"), None).ok();
+        }
+        zk.delete("/deleted/group", None).ok();
+    }
+    wait_for(SOON, "both are members again", || {
+        a.members().len() == 2 && a.is_master() ^ b.is_master()
+    });
+}
+
+#[test]
+fn many_members_create_a_deep_group_path_at_once() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let connect = server.connect_string();
+    let joins: Vec<_> = (0..6)
+        .map(|_| {
+            let config = Config::new(connect.clone())
+                .group("/a/b/c/d")
+                .session_timeout(SESSION);
+            thread::spawn(move || Election::join(config))
+        })
+        .collect();
+    let members: Vec<Election> = joins
+        .into_iter()
+        .map(|j| j.join().unwrap().expect("concurrent join"))
+        .collect();
+    wait_for(SOON, "one master of six", || {
+        members.iter().filter(|m| m.is_master()).count() == 1 && members[5].members().len() == 6
+    });
+}
