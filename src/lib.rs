@@ -49,3 +49,7 @@ pub use election::Election;
 pub use error::{Error, Result};
 pub use member::Member;
 pub use role::{Role, RoleChange};
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
