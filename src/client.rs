@@ -44,6 +44,8 @@ pub(crate) enum CallError {
     /// The client is gone: connection lost, session ended, or a deadline
     /// missed. Only a new client helps.
     Lost(String),
+    /// The server refused the operation for lack of permission.
+    Denied(String),
     /// The server refused the operation.
     Refused(String),
 }
@@ -59,6 +61,31 @@ pub(crate) struct NodeStat {
 
 type Job = Box<dyn FnOnce(&ZooKeeper) + Send>;
 
+/// Who may do what with the nodes a client creates.
+#[derive(Debug, Clone)]
+pub(crate) struct Access {
+    /// Digest `user:password`, sent after every connect.
+    pub(crate) credentials: Option<String>,
+    /// With credentials: whether everyone may read (and so see the masters).
+    pub(crate) readable_by_anyone: bool,
+}
+
+impl Access {
+    /// The ACL of created nodes: open without credentials; with them, all
+    /// rights to sessions authenticated as the same user, and reading to
+    /// everyone if wanted.
+    fn acl(&self) -> Vec<Acl> {
+        if self.credentials.is_none() {
+            return Acl::open_unsafe().clone();
+        }
+        let mut acl = Acl::creator_all().clone();
+        if self.readable_by_anyone {
+            acl.extend(Acl::read_unsafe().iter().cloned());
+        }
+        acl
+    }
+}
+
 /// One crate client and the thread of ours that makes its calls. Clones
 /// share the client; the crate client closes when the last clone is dropped.
 #[derive(Clone)]
@@ -67,6 +94,7 @@ pub(crate) struct Client {
     broken: Arc<AtomicBool>,
     generation: u64,
     sink: NoticeSink,
+    access: Arc<Access>,
 }
 
 impl Client {
@@ -77,6 +105,7 @@ impl Client {
         timeout: std::time::Duration,
         generation: u64,
         sink: NoticeSink,
+        access: Arc<Access>,
         deadline: Instant,
     ) -> Result<Client, CallError> {
         let (jobs, job_rx) = mpsc::channel::<Job>();
@@ -119,6 +148,7 @@ impl Client {
                 broken,
                 generation,
                 sink,
+                access,
             }),
             Ok(Err(e)) => Err(CallError::Refused(format!("connect: {e:?}"))),
             Err(_) => Err(CallError::Lost("the client thread ended".into())),
@@ -168,20 +198,29 @@ impl Client {
                 self.broken.store(true, Ordering::SeqCst);
                 CallError::Lost(format!("{e:?}"))
             }
+            ZkError::NoAuth | ZkError::AuthFailed | ZkError::InvalidACL => {
+                CallError::Denied(format!("{e:?}"))
+            }
             other => CallError::Refused(format!("{other:?}")),
         }
     }
 
+    /// Sends the credentials, if any. Needed after every (re)connect: the crate
+    /// does not resend them.
+    pub(crate) fn authenticate(&self, deadline: Instant) -> Result<(), CallError> {
+        let Some(credentials) = self.access.credentials.clone() else {
+            return Ok(());
+        };
+        self.call(deadline, move |zk| {
+            zk.add_auth("digest", credentials.into_bytes())
+        })
+    }
+
     /// Creates the persistent node `path`; an existing node is fine.
     pub(crate) fn ensure_persistent(&self, path: &str, deadline: Instant) -> Result<(), CallError> {
-        let path = path.to_owned();
+        let (path, acl) = (path.to_owned(), self.access.acl());
         let created = self.call(deadline, move |zk| {
-            zk.create(
-                &path,
-                Vec::new(),
-                Acl::open_unsafe().clone(),
-                CreateMode::Persistent,
-            )
+            zk.create(&path, Vec::new(), acl, CreateMode::Persistent)
         });
         match created {
             Ok(_) | Err(CallError::NodeExists) => Ok(()),
@@ -197,14 +236,9 @@ impl Client {
         data: Vec<u8>,
         deadline: Instant,
     ) -> Result<String, CallError> {
-        let path = prefix_path.to_owned();
+        let (path, acl) = (prefix_path.to_owned(), self.access.acl());
         self.call(deadline, move |zk| {
-            zk.create(
-                &path,
-                data,
-                Acl::open_unsafe().clone(),
-                CreateMode::EphemeralSequential,
-            )
+            zk.create(&path, data, acl, CreateMode::EphemeralSequential)
         })
     }
 
@@ -244,11 +278,12 @@ impl Client {
         })
     }
 
-    /// The data of `path`.
-    pub(crate) fn data(&self, path: &str, deadline: Instant) -> Result<Vec<u8>, CallError> {
+    /// The data of `path` and the session that owns it (0: persistent).
+    pub(crate) fn data(&self, path: &str, deadline: Instant) -> Result<(Vec<u8>, i64), CallError> {
         let path = path.to_owned();
         self.call(deadline, move |zk| {
-            zk.get_data(&path, false).map(|(data, _)| data)
+            zk.get_data(&path, false)
+                .map(|(data, stat)| (data, stat.ephemeral_owner))
         })
     }
 }

@@ -36,6 +36,19 @@ pub struct Config {
     pub(crate) connect_timeout: Duration,
     pub(crate) lease_margin: Option<Duration>,
     pub(crate) data: Vec<u8>,
+    pub(crate) credentials: Option<Credentials>,
+    pub(crate) readable_by_anyone: bool,
+}
+
+/// ZooKeeper digest credentials, `user:password`. Their `Debug` hides the password.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Credentials(pub(crate) String);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let user = self.0.split(':').next().unwrap_or_default();
+        write!(f, "{user}:***")
+    }
 }
 
 /// A connect string taken apart: `host:port` entries and an optional chroot.
@@ -63,6 +76,8 @@ impl Config {
             connect_timeout: Duration::from_secs(10),
             lease_margin: None,
             data: b"1".to_vec(),
+            credentials: None,
+            readable_by_anyone: true,
         }
     }
 
@@ -156,6 +171,35 @@ impl Config {
         self
     }
 
+    /// Digest credentials, `user:password`. With them the group path and the
+    /// member nodes are created so that only sessions authenticated as this
+    /// user may create or delete members (ZooKeeper's `auth` ACL scheme), and
+    /// the session authenticates again after every reconnect. Digest
+    /// credentials travel in clear text: see the README's "Access control".
+    ///
+    /// ```
+    /// let config = zk_master::Config::new("127.0.0.1:2181").auth("workers:s3cret");
+    /// assert!(config.validate().is_ok());
+    /// assert!(!format!("{config:?}").contains("s3cret"));
+    /// ```
+    pub fn auth(mut self, user_password: impl Into<String>) -> Config {
+        self.credentials = Some(Credentials(user_password.into()));
+        self
+    }
+
+    /// With [`auth`](Self::auth): whether clients without the credentials may
+    /// read the group, and so see who is master. Default true. Without
+    /// credentials nodes are open to everyone and this has no effect.
+    ///
+    /// ```
+    /// let config = zk_master::Config::new("127.0.0.1:2181").auth("workers:s3cret").readable_by_anyone(false);
+    /// assert!(config.validate().is_ok());
+    /// ```
+    pub fn readable_by_anyone(mut self, readable: bool) -> Config {
+        self.readable_by_anyone = readable;
+        self
+    }
+
     /// The group path this configuration joins.
     ///
     /// ```
@@ -207,6 +251,16 @@ impl Config {
                     &format!("{margin:?}"),
                     "must be shorter than the session timeout",
                 );
+            }
+        }
+        if let Some(Credentials(secret)) = &self.credentials {
+            let shown = format!("{:?}", Credentials(secret.clone()));
+            match secret.split_once(':') {
+                Some((user, password)) if !user.is_empty() && !password.is_empty() => {}
+                _ => return invalid("auth", &shown, "must be user:password, both non-empty"),
+            }
+            if secret.chars().any(char::is_control) {
+                return invalid("auth", &shown, "contains a control character");
             }
         }
         if self.data.len() > MAX_DATA_LEN {
@@ -387,6 +441,10 @@ mod tests {
             field_of(base().data(vec![0; MAX_DATA_LEN + 1])),
             Some("data")
         );
+        for auth in ["", "user", ":pw", "user:", "us\ner:pw"] {
+            assert_eq!(field_of(base().auth(auth)), Some("auth"), "{auth:?}");
+        }
+        assert_eq!(field_of(base().auth("user:pass:with:colons")), None);
         assert_eq!(field_of(base().data(vec![0; MAX_DATA_LEN])), None);
     }
 

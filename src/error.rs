@@ -45,6 +45,18 @@ pub enum Error {
         /// What the server or the client said.
         reason: String,
     },
+    /// The server refused an operation for lack of permission: the node's
+    /// ACL does not admit these credentials, or none were given, or they are
+    /// wrong (digest authentication itself never fails: wrong credentials
+    /// only show up as missing permissions).
+    AccessDenied {
+        /// The operation, such as `create`.
+        op: &'static str,
+        /// The node whose ACL refused it.
+        path: String,
+        /// What the server said.
+        reason: String,
+    },
     /// The election was resigned: the handle no longer takes part.
     Resigned,
 }
@@ -68,6 +80,10 @@ impl fmt::Display for Error {
                 "no ZooKeeper server of {connect:?} answered within {waited:?} (last: {last})"
             ),
             Error::Server { op, path, reason } => write!(f, "{op} {path:?} failed: {reason}"),
+            Error::AccessDenied { op, path, reason } => write!(
+                f,
+                "{op} {path:?} was refused ({reason}): credentials missing, wrong, or not in the node's ACL"
+            ),
             Error::Resigned => write!(f, "the election was resigned"),
         }
     }

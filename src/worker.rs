@@ -15,7 +15,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::callbacks::Dispatch;
-use crate::client::{CallError, Client, Notice, NoticeSink};
+use crate::client::{Access, CallError, Client, Notice, NoticeSink};
 use crate::config::{Config, Ensemble};
 use crate::error::{Error, Result};
 use crate::handshake;
@@ -60,9 +60,11 @@ pub(crate) struct Worker {
     own: Option<Own>,
     /// Member nodes of sessions we abandoned, to delete from the next one.
     orphans: Vec<String>,
-    /// Member names in election order, and each one's data.
+    /// Member names in election order, and each child's data (`None`: a
+    /// persistent node, which is never a member).
     order: Vec<String>,
-    data: HashMap<String, Vec<u8>>,
+    data: HashMap<String, Option<Vec<u8>>>,
+    access: Arc<Access>,
     /// The children must be read again (a watch fired or we changed them).
     stale: bool,
     /// `order` or `own` changed since the last publish.
@@ -90,7 +92,12 @@ impl Worker {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id()).rotate_left(32);
+        let access = Arc::new(Access {
+            credentials: config.credentials.as_ref().map(|c| c.0.clone()),
+            readable_by_anyone: config.readable_by_anyone,
+        });
         Worker {
+            access,
             timeout: config.session_timeout,
             margin: config.session_timeout / 5,
             config,
@@ -231,12 +238,15 @@ impl Worker {
             self.config.session_timeout,
             self.generation,
             self.sink.clone(),
+            self.access.clone(),
             deadline,
         )
         .map_err(|e| self.error("connect", &connect, e))?;
+        let authenticated = client.authenticate(deadline);
         self.client = Some(client);
-        let joined = self
-            .ensure_group(deadline)
+        let joined = authenticated
+            .map_err(|e| self.error("add_auth", "/", e))
+            .and_then(|()| self.ensure_group(deadline))
             .and_then(|()| self.delete_orphans(deadline))
             .and_then(|()| self.register(deadline));
         if let Err(e) = joined {
@@ -414,8 +424,11 @@ impl Worker {
             }
             let path = format!("{}/{}", self.config.group, name);
             match client.data(&path, deadline) {
-                Ok(data) => {
-                    self.data.insert(name.clone(), data);
+                Ok((data, owner)) => {
+                    if owner == 0 {
+                        log::warn!("{path} is a persistent node: not counted as a member");
+                    }
+                    self.data.insert(name.clone(), (owner != 0).then_some(data));
                 }
                 Err(CallError::NoNode) => {
                     gone.insert(name.clone());
@@ -423,7 +436,9 @@ impl Worker {
                 Err(e) => return self.lose_client(self.error("get_data", &path, e)),
             }
         }
-        order.retain(|name| !gone.contains(name));
+        order.retain(|name| {
+            !gone.contains(name) && self.data.get(name).is_some_and(Option::is_some)
+        });
         self.order = order;
         self.dirty = true;
     }
@@ -558,8 +573,12 @@ impl Worker {
         if role == self.role && !self.dirty {
             return;
         }
-        let member =
-            |name: &String| Member::parse(name, self.data.get(name).cloned().unwrap_or_default());
+        let member = |name: &String| {
+            Member::parse(
+                name,
+                self.data.get(name).cloned().flatten().unwrap_or_default(),
+            )
+        };
         let members: Vec<Member> = self.order.iter().filter_map(member).collect();
         let masters: Vec<Member> = members.iter().take(self.config.masters).cloned().collect();
         let own_name = self.own.as_ref().map(|o| o.name.clone());
@@ -630,6 +649,11 @@ impl Worker {
                 op,
                 path: path.to_owned(),
                 reason: "node exists".into(),
+            },
+            CallError::Denied(reason) => Error::AccessDenied {
+                op,
+                path: path.to_owned(),
+                reason,
             },
             CallError::Refused(reason) => Error::Server {
                 op,
