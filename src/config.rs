@@ -454,4 +454,44 @@ mod tests {
         assert_eq!(e.hosts, ["a:1", "b:2"]);
         assert_eq!(e.chroot, "/app");
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn any_input_is_checked_without_panicking(
+                connect in "\\PC{0,40}",
+                group in "\\PC{0,20}",
+                prefix in "\\PC{0,10}",
+                auth in "\\PC{0,10}",
+            ) {
+                let config = Config::new(connect).group(group).prefix(prefix).auth(auth);
+                let typed = match config.validate() {
+                    Ok(()) | Err(Error::InvalidConfig { .. }) => true,
+                    Err(_) => false,
+                };
+                prop_assert!(typed);
+            }
+
+            #[test]
+            fn well_formed_connect_strings_are_taken_apart_exactly(
+                hosts in proptest::collection::vec(("[a-z0-9][a-z0-9.-]{0,15}", 1u16..), 1..5),
+                chroot in proptest::collection::vec("[a-z0-9_]{1,8}", 0..3),
+            ) {
+                let hosts: Vec<String> = hosts.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                let chroot: String = chroot.iter().map(|s| format!("/{s}")).collect();
+                let ensemble = Config::new(format!("{}{chroot}", hosts.join(","))).ensemble();
+                prop_assert_eq!(ensemble, Ok(Ensemble { hosts, chroot }));
+            }
+
+            #[test]
+            fn ports_outside_1_to_65535_are_refused(port in 65536u32.., host in "[a-z]{1,8}") {
+                let refused = Config::new(format!("{host}:{port}")).validate();
+                let is_connect_error = matches!(refused, Err(Error::InvalidConfig { field: "connect", .. }));
+                prop_assert!(is_connect_error);
+            }
+        }
+    }
 }

@@ -148,4 +148,43 @@ mod tests {
             ["z-000000001", "c0000000001", "b0000000002", "a0000000003"]
         );
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// The name ZooKeeper gives a sequential node: `%010d` of the counter.
+        fn zookeeper_name(prefix: &str, sequence: i32) -> String {
+            format!("{prefix}{sequence:010}")
+        }
+
+        proptest! {
+            #[test]
+            fn the_sequence_is_read_back_for_any_prefix_not_ending_in_a_dash(
+                prefix in "[a-zA-Z_0-9.]{0,12}",
+                sequence in any::<i32>(),
+            ) {
+                prop_assert_eq!(sequence_of(&zookeeper_name(&prefix, sequence)), Some(sequence));
+            }
+
+            #[test]
+            fn election_order_is_sequence_order_whatever_the_prefixes(
+                members in proptest::collection::btree_map(any::<i32>(), "[a-z_]{0,6}", 0..40),
+                strangers in proptest::collection::vec("[a-z-]{0,9}", 0..10),
+            ) {
+                let mut children: Vec<String> =
+                    members.iter().map(|(seq, prefix)| zookeeper_name(prefix, *seq)).collect();
+                children.extend(strangers);
+                children.reverse();
+                let expected: Vec<String> =
+                    members.iter().map(|(seq, prefix)| zookeeper_name(prefix, *seq)).collect();
+                prop_assert_eq!(in_election_order(children), expected);
+            }
+
+            #[test]
+            fn any_name_parses_without_panicking(name in "\\PC{0,20}") {
+                let _ = Member::parse(&name, Vec::new());
+            }
+        }
+    }
 }
