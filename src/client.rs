@@ -12,7 +12,7 @@
 //!   (which may hang for as long as the network does) on its own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
@@ -59,7 +59,13 @@ pub(crate) struct NodeStat {
     pub(crate) czxid: i64,
 }
 
-type Job = Box<dyn FnOnce(&ZooKeeper) + Send>;
+/// What the client thread is asked to do.
+enum Job {
+    /// Run a call and send its answer on.
+    Call(Box<dyn FnOnce(&ZooKeeper) + Send>),
+    /// Close the session, then say so.
+    Close(SyncSender<()>),
+}
 
 /// Who may do what with the nodes a client creates.
 #[derive(Debug, Clone)]
@@ -137,9 +143,16 @@ impl Client {
                 });
                 let _ = started_tx.send(Ok(()));
                 for job in job_rx {
-                    job(&zk);
+                    match job {
+                        Job::Call(call) => call(&zk),
+                        Job::Close(done) => {
+                            drop(zk); // the crate's drop closes the session
+                            let _ = done.send(());
+                            return;
+                        }
+                    }
                 }
-                let _ = zk.close();
+                // Every clone is gone: the crate's drop closes the session, however long it takes.
             })
             .map_err(|e| CallError::Lost(format!("cannot start a thread: {e}")))?;
         match started_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
@@ -170,9 +183,9 @@ impl Client {
             return Err(CallError::Lost("connection lost".into()));
         }
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |zk| {
+        let job = Job::Call(Box::new(move |zk| {
             let _ = reply_tx.send(op(zk));
-        });
+        }));
         self.jobs
             .send(job)
             .map_err(|_| CallError::Lost("the client thread ended".into()))?;
@@ -202,6 +215,15 @@ impl Client {
                 CallError::Denied(format!("{e:?}"))
             }
             other => CallError::Refused(format!("{other:?}")),
+        }
+    }
+
+    /// Closes the session (which deletes its ephemeral nodes), waiting for it
+    /// until `deadline` at most.
+    pub(crate) fn close(&self, deadline: Instant) {
+        let (done_tx, done) = mpsc::sync_channel(1);
+        if self.jobs.send(Job::Close(done_tx)).is_ok() {
+            let _ = done.recv_timeout(deadline.saturating_duration_since(Instant::now()));
         }
     }
 

@@ -542,6 +542,7 @@ impl Worker {
                     }
                 }
             }
+            client.close(deadline);
         }
     }
 
