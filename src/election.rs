@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::callbacks::{self, Dispatch};
-use crate::client::NoticeSink;
+use crate::client::{Notice, NoticeSink};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::member::Member;
-use crate::role::{Role, RoleChange};
+use crate::role::{Connection, Role, RoleChange};
 use crate::state::Shared;
 use crate::worker::{Input, Worker};
 
@@ -68,8 +68,12 @@ impl Election {
         let shared = Arc::new(Shared::new());
         let (inputs, input_rx) = mpsc::channel();
         let dispatch = callbacks::spawn().map_err(thread_error)?;
-        let notices = inputs.clone();
+        let (notices, revoker) = (inputs.clone(), shared.clone());
         let sink: NoticeSink = Arc::new(move |notice| {
+            // Runs on the crate's threads: an atomic store and a channel send only.
+            if let Notice::Deleted(..) = notice {
+                revoker.revoke();
+            }
             let _ = notices.send(Input::Notice(notice));
         });
         let worker = Worker::new(
@@ -163,6 +167,21 @@ impl Election {
     /// ```
     pub fn members(&self) -> Vec<Member> {
         self.shared.status.lock().members.clone()
+    }
+
+    /// The state of the link to ZooKeeper, and when it began.
+    ///
+    /// ```no_run
+    /// use zk_master::Connection;
+    /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
+    /// let (connection, since) = election.connection();
+    /// if connection != Connection::Connected {
+    ///     println!("{connection} for {:?}", since.elapsed());
+    /// }
+    /// ```
+    pub fn connection(&self) -> (Connection, Instant) {
+        let status = self.shared.status.lock();
+        (status.connection, status.connection_since)
     }
 
     /// The session timeout the server granted, once known.

@@ -38,8 +38,8 @@ mod client;
 mod config;
 mod election;
 mod error;
-mod handshake;
 mod member;
+mod relay;
 mod role;
 mod state;
 mod worker;
@@ -48,7 +48,7 @@ pub use config::{Config, MAX_DATA_LEN};
 pub use election::Election;
 pub use error::{Error, Result};
 pub use member::Member;
-pub use role::{Role, RoleChange};
+pub use role::{Connection, Role, RoleChange};
 
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

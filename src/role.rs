@@ -31,12 +31,41 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// One change of role, as passed to [`Election::on_change`](crate::Election::on_change) callbacks.
+/// The member's link to ZooKeeper, as Curator and kazoo name its states.
+///
+/// ```
+/// use zk_master::Connection;
+///
+/// assert_eq!(format!("{}", Connection::Suspended), "suspended");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Connection {
+    /// Connected, in the session that holds this member's node.
+    Connected,
+    /// Disconnected: the session may still be alive, and a master stays
+    /// master until its lease ends.
+    Suspended,
+    /// The session is gone (expired, or abandoned by the library) or not yet
+    /// made: the member has no node until a new session registers one.
+    Lost,
+}
+
+impl std::fmt::Display for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Connection::Connected => "connected",
+            Connection::Suspended => "suspended",
+            Connection::Lost => "lost",
+        })
+    }
+}
+
+/// One change of role or of connection, as passed to [`Election::on_change`](crate::Election::on_change) callbacks.
 ///
 /// ```no_run
 /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
 /// election.on_change(|change: &zk_master::RoleChange| {
-///     println!("{} -> {}, masters: {:?}", change.old, change.new, change.masters);
+///     println!("{} -> {} ({}), masters: {:?}", change.old, change.new, change.connection, change.masters);
 /// });
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,4 +79,8 @@ pub struct RoleChange {
     pub member: Option<String>,
     /// The masters at the time of the change, in election order.
     pub masters: Vec<Member>,
+    /// The connection at the time of the change.
+    pub connection: Connection,
+    /// When the change happened.
+    pub at: std::time::Instant,
 }

@@ -4,12 +4,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
 use crate::member::Member;
-use crate::role::Role;
+use crate::role::{Connection, Role};
 
 /// The start of this process's lease clock.
 fn epoch() -> Instant {
@@ -34,13 +34,18 @@ pub(crate) struct Status {
     pub(crate) token: Option<u64>,
     pub(crate) resigned: bool,
     /// The session timeout the server granted.
-    pub(crate) session_timeout: Option<std::time::Duration>,
+    pub(crate) session_timeout: Option<Duration>,
+    pub(crate) connection: Connection,
+    pub(crate) connection_since: Instant,
 }
 
-/// Shared between the handle, the election thread and the callback thread.
+/// Shared between the handle, the election thread, the callback thread and
+/// the crate's event thread (which may only [`revoke`](Shared::revoke)).
 pub(crate) struct Shared {
     /// End of the master lease in nanoseconds since [`epoch`]; 0 when not master.
     master_until: AtomicU64,
+    /// Counts revocations: a lease computed before the latest one is not applied.
+    revocations: AtomicU64,
     pub(crate) status: Mutex<Status>,
     pub(crate) changed: Condvar,
 }
@@ -50,6 +55,7 @@ impl Shared {
         epoch();
         Shared {
             master_until: AtomicU64::new(0),
+            revocations: AtomicU64::new(0),
             status: Mutex::new(Status {
                 role: Role::Offline,
                 member: None,
@@ -58,6 +64,8 @@ impl Shared {
                 token: None,
                 resigned: false,
                 session_timeout: None,
+                connection: Connection::Lost,
+                connection_since: Instant::now(),
             }),
             changed: Condvar::new(),
         }
@@ -69,6 +77,18 @@ impl Shared {
         until != 0 && instant_ns(Instant::now()) < until
     }
 
+    /// Ends mastership at once, without a lock: the crate's event thread calls
+    /// this when this member's node is deleted.
+    pub(crate) fn revoke(&self) {
+        self.revocations.fetch_add(1, Ordering::SeqCst);
+        self.master_until.store(0, Ordering::SeqCst);
+    }
+
+    /// The revocation count, to pass to [`publish`](Self::publish) later.
+    pub(crate) fn revocations(&self) -> u64 {
+        self.revocations.load(Ordering::SeqCst)
+    }
+
     /// The role as callers should see it: a master whose lease lapsed is offline.
     pub(crate) fn role(&self, status: &Status) -> Role {
         match status.role {
@@ -77,30 +97,37 @@ impl Shared {
         }
     }
 
+    /// Replaces the status and the lease at once, and wakes waiters. The lease
+    /// applies only if no revocation came after `seen`. Returns the role
+    /// callers saw before.
+    pub(crate) fn publish(&self, status: Status, lease_until: Option<Instant>, seen: u64) -> Role {
+        let mut current = self.status.lock();
+        let old = self.role(&current);
+        let master = status.role == Role::Master;
+        *current = status;
+        self.store_lease(master, lease_until, seen);
+        drop(current);
+        self.changed.notify_all();
+        old
+    }
+
     /// Moves the end of the lease of a member already published as master.
-    pub(crate) fn set_lease(&self, lease_until: Option<Instant>) {
+    pub(crate) fn set_lease(&self, lease_until: Option<Instant>, seen: u64) {
         let status = self.status.lock();
-        if status.role == Role::Master {
-            let until = lease_until.map_or(0, |at| instant_ns(at).max(1));
-            self.master_until.store(until, Ordering::Release);
-        }
+        self.store_lease(status.role == Role::Master, lease_until, seen);
         drop(status);
         self.changed.notify_all();
     }
 
-    /// Replaces the status and the lease at once, and wakes waiters. Returns
-    /// the role callers saw before.
-    pub(crate) fn publish(&self, status: Status, lease_until: Option<Instant>) -> Role {
-        let mut current = self.status.lock();
-        let old = self.role(&current);
-        let until = match (status.role, lease_until) {
-            (Role::Master, Some(at)) => instant_ns(at).max(1),
+    fn store_lease(&self, master: bool, lease_until: Option<Instant>, seen: u64) {
+        let until = match lease_until {
+            Some(at) if master => instant_ns(at).max(1),
             _ => 0,
         };
-        *current = status;
-        self.master_until.store(until, Ordering::Release);
-        drop(current);
-        self.changed.notify_all();
-        old
+        self.master_until.store(until, Ordering::SeqCst);
+        // A revocation that raced with this store wins.
+        if self.revocations() != seen {
+            self.master_until.store(0, Ordering::SeqCst);
+        }
     }
 }

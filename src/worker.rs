@@ -1,26 +1,25 @@
-//! The election thread: the only caller of the ZooKeeper client.
+//! The election thread: the only caller of the ZooKeeper clients.
 //!
-//! It keeps one session with one member node and one child watch, renews the
-//! master lease, and publishes every change of role. When the session is in
-//! doubt (a lost connection, a missed deadline) it does not wait to learn
-//! whether the session survived: it steps down at once, deletes its old node
-//! from a new session and joins again at the back of the queue, as Curator's
-//! LeaderLatch does on reconnect.
+//! It keeps two sessions. The *member* session holds this member's node and
+//! sends nothing but what the node needs and a periodic `exists` of it, whose
+//! replies renew the master lease; spaced so that the crate's own pings still
+//! run, which lets the crate keep the session across a reconnect. The
+//! *watcher* session reads the group and carries the watches; it is replaced
+//! whenever it fails. A reply renews the lease only if it came on the member
+//! session's connection that the request left on.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::callbacks::Dispatch;
 use crate::client::{Access, CallError, Client, Notice, NoticeSink};
 use crate::config::{Config, Ensemble};
 use crate::error::{Error, Result};
-use crate::handshake;
-use crate::member::{in_election_order, Member};
-use crate::role::{Role, RoleChange};
+use crate::member::{in_election_order, sequence_of, Member};
+use crate::role::{Connection, Role, RoleChange};
 use crate::state::{Shared, Status};
 
 /// What reaches the election thread.
@@ -33,10 +32,8 @@ pub(crate) enum Input {
 /// First wait before trying a new session again; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// Longest a single host's handshake may take.
-const HANDSHAKE_LIMIT: Duration = Duration::from_secs(2);
 
-/// This member's node in the current session.
+/// This member's node in the current member session.
 struct Own {
     path: String,
     name: String,
@@ -52,27 +49,41 @@ pub(crate) struct Worker {
     inputs: Receiver<Input>,
     sink: NoticeSink,
     dispatch: Sender<Dispatch>,
-    client: Option<Client>,
-    generation: u64,
+    access: Arc<Access>,
+    /// The session that holds our node.
+    member: Option<Client>,
+    /// The session that reads and watches the group.
+    watcher: Option<Client>,
+    generations: u64,
+    /// The host each new client tries first: random, so members spread out.
+    first_host: usize,
     /// The session timeout the lease is counted against.
     timeout: Duration,
     margin: Duration,
     own: Option<Own>,
-    /// Member nodes of sessions we abandoned, to delete from the next one.
-    orphans: Vec<String>,
+    /// The watcher generation and path of the deletion watch on our node.
+    own_watched: Option<(u64, String)>,
+    /// Nodes of ours that must go: paths, and sessions whose nodes (other
+    /// than the current one) are strays.
+    stray_paths: Vec<String>,
+    stray_owners: Vec<i64>,
     /// Member names in election order, and each child's data (`None`: a
     /// persistent node, which is never a member).
     order: Vec<String>,
     data: HashMap<String, Option<Vec<u8>>>,
-    access: Arc<Access>,
     /// The children must be read again (a watch fired or we changed them).
     stale: bool,
-    /// `order` or `own` changed since the last publish.
+    /// Something callers see changed since the last publish.
     dirty: bool,
     lease_until: Option<Instant>,
+    /// Revocations of the lease taken into account so far.
+    revocations_seen: u64,
     next_renewal: Instant,
     next_attempt: Instant,
+    next_watcher: Instant,
     backoff: Duration,
+    connection: Connection,
+    connection_since: Instant,
     role: Role,
     resigned: bool,
     rng: u64,
@@ -96,7 +107,7 @@ impl Worker {
             credentials: config.credentials.as_ref().map(|c| c.0.clone()),
             readable_by_anyone: config.readable_by_anyone,
         });
-        Worker {
+        let mut worker = Worker {
             access,
             timeout: config.session_timeout,
             margin: config.session_timeout / 5,
@@ -106,41 +117,41 @@ impl Worker {
             inputs,
             sink,
             dispatch,
-            client: None,
-            generation: 0,
+            member: None,
+            watcher: None,
+            generations: 0,
+            first_host: 0,
             own: None,
-            orphans: Vec::new(),
+            own_watched: None,
+            stray_paths: Vec::new(),
+            stray_owners: Vec::new(),
             order: Vec::new(),
             data: HashMap::new(),
             stale: false,
             dirty: false,
             lease_until: None,
+            revocations_seen: 0,
             next_renewal: now,
             next_attempt: now,
+            next_watcher: now,
             backoff: FIRST_BACKOFF,
+            connection: Connection::Lost,
+            connection_since: now,
             role: Role::Offline,
             resigned: false,
             rng: seed | 1,
-        }
+        };
+        worker.first_host = (worker.random() % worker.ensemble.hosts.len().max(1) as u64) as usize;
+        worker
     }
 
     /// Joins within the connect timeout, reports the outcome on `joined`, then
     /// runs the election until resigned.
     pub(crate) fn run(mut self, joined: SyncSender<Result<()>>) {
-        let deadline = Instant::now() + self.config.connect_timeout;
-        loop {
-            match self.establish(deadline) {
-                Ok(()) => break,
-                Err(e @ Error::Unreachable { .. }) if Instant::now() + self.backoff < deadline => {
-                    log::debug!("join: {e}; trying again in {:?}", self.backoff);
-                    thread::sleep(self.next_backoff());
-                }
-                Err(e) => {
-                    self.stop();
-                    let _ = joined.send(Err(e));
-                    return;
-                }
-            }
+        if let Err(e) = self.establish(Instant::now() + self.config.connect_timeout) {
+            self.stop();
+            let _ = joined.send(Err(e));
+            return;
         }
         self.sync_role();
         let _ = joined.send(Ok(()));
@@ -158,13 +169,7 @@ impl Worker {
             let queued: Vec<Input> = self.inputs.try_iter().collect();
             for input in first.into_iter().chain(queued) {
                 match input {
-                    Input::Notice(Notice::Changed(g)) if g == self.generation => self.stale = true,
-                    Input::Notice(Notice::Disconnected(g))
-                        if g == self.generation && self.client.is_some() =>
-                    {
-                        self.lose_client("the connection to ZooKeeper was lost")
-                    }
-                    Input::Notice(_) => {}
+                    Input::Notice(notice) => self.on_notice(notice),
                     Input::Requeue(reply) => {
                         let _ = reply.send(self.requeue());
                     }
@@ -180,120 +185,180 @@ impl Worker {
         }
     }
 
-    /// When the loop must next act without an input.
-    fn next_wake(&self) -> Instant {
-        if self.client.is_none() {
-            return self.next_attempt;
-        }
-        if self.stale {
-            return Instant::now();
-        }
-        match self.lease_until {
-            Some(end) if self.role == Role::Master => end.min(self.next_renewal),
-            _ => self.next_renewal,
+    fn on_notice(&mut self, notice: Notice) {
+        let is =
+            |client: &Option<Client>, g: u64| client.as_ref().is_some_and(|c| c.generation() == g);
+        match notice {
+            Notice::Changed(g) if is(&self.watcher, g) => self.stale = true,
+            Notice::Deleted(g, path) => {
+                // The sink has revoked the lease already; restore it only after
+                // a fresh look, and only if the node is still ours.
+                self.revocations_seen = self.shared.revocations();
+                self.dirty = true;
+                self.stale = true;
+                if is(&self.watcher, g) && self.own.as_ref().is_some_and(|o| o.path == path) {
+                    log::warn!("member node {path} was deleted: joining again");
+                    self.own = None;
+                    self.lease_until = None;
+                }
+            }
+            Notice::Disconnected(g) if is(&self.member, g) => {
+                self.set_connection(Connection::Suspended);
+            }
+            Notice::Reconnected(g) if is(&self.member, g) => self.on_member_reconnected(),
+            Notice::Reconnected(g) if is(&self.watcher, g) => {
+                // The crate does not restore watches or credentials.
+                self.own_watched = None;
+                self.watcher = None;
+                self.next_watcher = Instant::now();
+            }
+            Notice::Dead(g) if is(&self.member, g) => self.lose_session("the session ended"),
+            Notice::Dead(g) | Notice::Disconnected(g) if is(&self.watcher, g) => {
+                self.watcher = None;
+                self.own_watched = None;
+                self.next_watcher = Instant::now();
+            }
+            _ => {}
         }
     }
 
-    /// Does what is due: a new session, a fresh read of the children, a lease renewal.
+    /// Back in the same session: authenticate again (the crate forgets), and
+    /// confirm our node before counting on it.
+    fn on_member_reconnected(&mut self) {
+        let Some(member) = self.member.clone() else {
+            return;
+        };
+        if let Err(e) = member.authenticate(self.call_deadline()) {
+            return self.on_member_error(self.error("add_auth", "/", e));
+        }
+        log::info!("reconnected in the same session");
+        self.set_connection(Connection::Connected);
+        self.next_renewal = Instant::now();
+        self.stale = true;
+    }
+
+    /// When the loop must next act without an input.
+    fn next_wake(&self) -> Instant {
+        let now = Instant::now();
+        if self.member.is_none() {
+            return self.next_attempt;
+        }
+        if self.connection == Connection::Suspended {
+            // The crate gives up on its own; this is a bound in case it does not.
+            return self.connection_since + self.timeout * 2;
+        }
+        let watcher_ready = self.watcher.is_some();
+        if (self.stale && watcher_ready) || self.own.is_none() {
+            return now.max(self.next_attempt);
+        }
+        let mut wake = self.next_renewal;
+        if !watcher_ready {
+            wake = wake.min(self.next_watcher);
+        }
+        if let (Some(end), Role::Master) = (self.lease_until, self.role) {
+            wake = wake.min(end);
+        }
+        wake
+    }
+
+    /// Does what is due: a new session, our node, a watcher, a fresh read of
+    /// the group, a lease renewal.
     fn step(&mut self) {
         let now = Instant::now();
-        if self.client.is_none() {
+        let Some(member) = self.member.clone() else {
             if now >= self.next_attempt {
                 match self.establish(now + self.config.connect_timeout) {
-                    Ok(()) => {
-                        log::info!("rejoined as {}", self.own.as_ref().map_or("?", |o| &o.name))
-                    }
+                    Ok(()) => log::info!(
+                        "joined again as {}",
+                        self.own.as_ref().map_or("?", |o| &o.name)
+                    ),
                     Err(e) => {
                         let wait = self.next_backoff();
-                        log::warn!("rejoin failed: {e}; next try in {wait:?}");
+                        log::warn!("joining again failed: {e}; next try in {wait:?}");
                         self.next_attempt = Instant::now() + wait;
                     }
                 }
             }
             return;
+        };
+        if !member.is_alive() {
+            return self.lose_session("the session ended");
         }
-        if self.own.is_none() {
+        if self.connection == Connection::Suspended {
+            if now >= self.connection_since + self.timeout * 2 {
+                self.lose_session("disconnected for two session timeouts");
+            }
+            return;
+        }
+        if self.own.is_none() && now >= self.next_attempt {
             if let Err(e) = self.register(self.call_deadline()) {
-                self.lose_client(e);
-                return;
+                return self.on_member_error(e);
             }
         }
-        if self.stale {
+        if self.watcher.is_none() && now >= self.next_watcher {
+            if let Err(e) = self.start_watcher(self.call_deadline()) {
+                let wait = self.next_backoff();
+                log::warn!("cannot watch the group: {e}; next try in {wait:?}");
+                self.next_watcher = Instant::now() + wait;
+            }
+        }
+        if self.stale && self.watcher.is_some() {
             self.refresh();
         }
-        if self.client.is_some() && Instant::now() >= self.next_renewal {
+        if self.member.is_some() && Instant::now() >= self.next_renewal {
             self.renew();
         }
     }
 
-    /// A new session: find a server that answers, connect, make sure the group
-    /// exists, delete what abandoned sessions left, register, read the group.
+    /// A new member session: connect, make sure the group exists, delete what
+    /// earlier sessions left, register, and start watching.
     fn establish(&mut self, deadline: Instant) -> Result<()> {
-        let (hosts, granted) = self.find_server(deadline)?;
-        self.set_timeout(granted);
-        self.generation += 1;
-        let connect = format!("{}{}", hosts.join(","), self.ensemble.chroot);
-        let client = Client::start(
-            &connect,
-            self.config.session_timeout,
-            self.generation,
-            self.sink.clone(),
-            self.access.clone(),
-            deadline,
-        )
-        .map_err(|e| self.error("connect", &connect, e))?;
-        let authenticated = client.authenticate(deadline);
-        self.client = Some(client);
-        let joined = authenticated
+        let member = self.start_client(self.config.session_timeout)?;
+        self.member = Some(member.clone());
+        let joined = member
+            .authenticate(deadline)
             .map_err(|e| self.error("add_auth", "/", e))
-            .and_then(|()| self.ensure_group(deadline))
-            .and_then(|()| self.delete_orphans(deadline))
-            .and_then(|()| self.register(deadline));
+            .and_then(|()| self.ensure_group(&member, deadline))
+            .and_then(|()| {
+                let granted = member.granted_timeout().unwrap_or_default();
+                self.set_timeout(granted);
+                self.register(deadline)
+            })
+            .and_then(|()| self.start_watcher(deadline));
         if let Err(e) = joined {
-            self.lose_client(&e);
+            self.lose_session(&e);
             return Err(e);
         }
+        self.set_connection(Connection::Connected);
         self.refresh();
-        if self.client.is_none() {
-            return Err(self.error(
-                "get_children",
-                &self.config.group,
-                CallError::Lost("lost while reading the group".into()),
-            ));
-        }
         self.backoff = FIRST_BACKOFF;
-        self.next_renewal = Instant::now() + self.timeout / 4;
+        self.next_attempt = Instant::now();
         Ok(())
     }
 
-    /// The first host, in random order, whose handshake succeeds, listed first
-    /// (the crate tries hosts in order), and the session timeout it grants.
-    fn find_server(&mut self, deadline: Instant) -> Result<(Vec<String>, Duration)> {
-        let mut hosts = self.ensemble.hosts.clone();
-        for i in (1..hosts.len()).rev() {
-            let j = (self.random() % (i as u64 + 1)) as usize;
-            hosts.swap(i, j);
-        }
-        let mut last = String::from("no host tried");
-        for i in 0..hosts.len() {
-            let host_deadline = deadline.min(Instant::now() + HANDSHAKE_LIMIT);
-            match handshake::granted_timeout(&hosts[i], self.config.session_timeout, host_deadline)
-            {
-                Ok(granted) => {
-                    hosts.swap(0, i);
-                    return Ok((hosts, granted));
-                }
-                Err(e) => last = format!("{}: {e}", hosts[i]),
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
-        Err(Error::Unreachable {
-            connect: self.config.connect.clone(),
-            waited: self.config.connect_timeout,
-            last,
-        })
+    fn start_client(&mut self, timeout: Duration) -> Result<Client> {
+        self.generations += 1;
+        Client::start(
+            &self.ensemble.hosts,
+            self.first_host,
+            &self.ensemble.chroot,
+            timeout,
+            self.generations,
+            self.sink.clone(),
+            self.access.clone(),
+        )
+        .map_err(|e| self.error("connect", &self.config.connect, e))
+    }
+
+    fn start_watcher(&mut self, deadline: Instant) -> Result<()> {
+        let watcher = self.start_client(self.config.session_timeout)?;
+        watcher
+            .authenticate(deadline)
+            .map_err(|e| self.error("add_auth", "/", e))?;
+        self.watcher = Some(watcher);
+        self.own_watched = None;
+        self.stale = true;
+        Ok(())
     }
 
     /// Counts the lease against the smaller of the asked and the granted
@@ -315,13 +380,12 @@ impl Worker {
         self.shared.status.lock().session_timeout = Some(granted);
     }
 
-    fn ensure_group(&self, deadline: Instant) -> Result<()> {
-        let client = self.live_client()?;
-        let group = self.config.group.clone();
-        match client.stat(&group, deadline) {
+    fn ensure_group(&self, client: &Client, deadline: Instant) -> Result<()> {
+        let group = &self.config.group;
+        match client.stat(group, deadline) {
             Ok(Some(_)) => return Ok(()),
             Ok(None) => {}
-            Err(e) => return Err(self.error("exists", &group, e)),
+            Err(e) => return Err(self.error("exists", group, e)),
         }
         let mut path = String::new();
         for segment in group.split('/').skip(1) {
@@ -334,85 +398,125 @@ impl Worker {
         Ok(())
     }
 
-    fn delete_orphans(&mut self, deadline: Instant) -> Result<()> {
-        let client = self.live_client()?;
-        while let Some(path) = self.orphans.last().cloned() {
-            match client.delete(&path, deadline) {
-                Ok(()) => log::info!("deleted {path}, left by an earlier session"),
-                Err(CallError::NoNode) => {}
-                Err(e) => return Err(self.error("delete", &path, e)),
-            }
-            self.orphans.pop();
-        }
-        Ok(())
-    }
-
-    /// Creates this member's node and learns its owner (our session id).
+    /// Creates this member's node in the member session, then deletes our
+    /// strays: nodes of abandoned sessions, and any node of this session that
+    /// a create whose reply was lost left behind.
     fn register(&mut self, deadline: Instant) -> Result<()> {
-        let client = self.live_client()?;
+        let member = self.live_member()?;
+        let session = member.session_id().ok_or_else(|| {
+            self.error(
+                "create",
+                &self.config.group,
+                CallError::Interrupted("no session yet".into()),
+            )
+        })?;
         let prefix_path = format!("{}/{}", self.config.group, self.config.prefix);
-        let mut created = client.create_member(&prefix_path, self.config.data.clone(), deadline);
+        let mut created = member.create_member(&prefix_path, self.config.data.clone(), deadline);
         if created == Err(CallError::NoNode) {
             log::warn!("group {} is gone: creating it again", self.config.group);
-            self.ensure_group(deadline)?;
-            created = client.create_member(&prefix_path, self.config.data.clone(), deadline);
+            self.ensure_group(&member, deadline)?;
+            created = member.create_member(&prefix_path, self.config.data.clone(), deadline);
         }
-        let path = created.map_err(|e| self.error("create", &prefix_path, e))?;
-        let sent = Instant::now();
-        let stat = match client.stat(&path, deadline) {
-            Ok(Some(stat)) => stat,
-            Ok(None) => return Err(self.error("exists", &path, CallError::NoNode)),
+        let path = match created {
+            Ok(path) => path,
             Err(e) => {
-                self.orphans.push(path.clone());
+                if matches!(e, CallError::Interrupted(_)) {
+                    // The node may exist: find it by its owner once we can.
+                    self.stray_owners.push(session);
+                }
+                return Err(self.error("create", &prefix_path, e));
+            }
+        };
+        let epoch = member.epoch();
+        let sent = Instant::now();
+        let stat = match member.stat(&path, deadline) {
+            Ok(Some(stat)) if stat.owner == session => stat,
+            Ok(_) => return Err(self.error("exists", &path, CallError::NoNode)),
+            Err(e) => {
+                self.stray_paths.push(path.clone());
                 return Err(self.error("exists", &path, e));
             }
         };
         let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
-        log::debug!("registered {path} (session {:#x})", stat.owner);
+        log::debug!("registered {path} (session {session:#x})");
         self.own = Some(Own {
             path,
             name,
             owner: stat.owner,
             czxid: stat.czxid,
         });
-        self.extend_lease(sent);
+        if member.same_connection(epoch, session) {
+            self.extend_lease(sent);
+        }
+        self.next_renewal = sent + self.renewal_interval();
         self.stale = true;
         self.dirty = true;
+        self.delete_strays(&member, deadline);
         Ok(())
     }
 
-    /// Reads the children (re-arming the watch), the data of new members, and
-    /// rejoins if our node is gone.
+    /// Deletes the stray nodes of ours that are known, best effort.
+    fn delete_strays(&mut self, member: &Client, deadline: Instant) {
+        let own_path = self.own.as_ref().map(|o| o.path.clone());
+        if !self.stray_owners.is_empty() {
+            match member.children(&self.config.group, deadline) {
+                Ok(children) => {
+                    for name in children
+                        .iter()
+                        .filter(|n| n.starts_with(&self.config.prefix))
+                    {
+                        let path = format!("{}/{name}", self.config.group);
+                        if sequence_of(name).is_none() || Some(&path) == own_path.as_ref() {
+                            continue;
+                        }
+                        if let Ok(Some(stat)) = member.stat(&path, deadline) {
+                            if self.stray_owners.contains(&stat.owner) {
+                                self.stray_paths.push(path);
+                            }
+                        }
+                    }
+                    self.stray_owners.clear();
+                }
+                Err(e) => log::debug!("cannot look for stray nodes yet: {e:?}"),
+            }
+        }
+        self.stray_paths
+            .retain(|path| match member.delete(path, deadline) {
+                Ok(()) => {
+                    log::info!("deleted {path}, left by an earlier attempt");
+                    false
+                }
+                Err(CallError::NoNode) => false,
+                Err(_) => true,
+            });
+    }
+
+    /// Reads the group (re-arming the watch), the data of new members, and
+    /// puts a deletion watch on our node.
     fn refresh(&mut self) {
-        let Some(client) = self.client.clone() else {
+        let Some(watcher) = self.watcher.clone() else {
             return;
         };
         let deadline = self.call_deadline();
-        let sent = Instant::now();
-        let children = match client.children_watched(&self.config.group, deadline) {
+        let revocations = self.shared.revocations();
+        let children = match watcher.children_watched(&self.config.group, deadline) {
             Ok(children) => children,
             Err(CallError::NoNode) => {
                 log::warn!("group {} was deleted: joining again", self.config.group);
+                self.stale = false;
                 self.own = None;
-                self.rejoin(deadline);
+                self.lease_until = None;
+                self.order.clear();
+                self.dirty = true;
                 return;
             }
-            Err(e) => return self.lose_client(self.error("get_children", &self.config.group, e)),
+            Err(e) => return self.on_watcher_error(e),
         };
         self.stale = false;
         let mut order = in_election_order(children);
         if let Some(own) = &self.own {
-            if !order.contains(&own.name) {
-                log::warn!(
-                    "member node {} was deleted by someone else: joining again",
-                    own.path
-                );
-                self.own = None;
-                self.rejoin(deadline);
+            if !order.contains(&own.name) && !self.confirm_own() {
                 return;
-            }
-            if client.is_healthy() {
-                self.extend_lease(sent);
             }
         }
         let present: HashSet<&String> = order.iter().collect();
@@ -423,7 +527,7 @@ impl Worker {
                 continue;
             }
             let path = format!("{}/{}", self.config.group, name);
-            match client.data(&path, deadline) {
+            match watcher.data(&path, deadline) {
                 Ok((data, owner)) => {
                     if owner == 0 {
                         log::warn!("{path} is a persistent node: not counted as a member");
@@ -433,116 +537,193 @@ impl Worker {
                 Err(CallError::NoNode) => {
                     gone.insert(name.clone());
                 }
-                Err(e) => return self.lose_client(self.error("get_data", &path, e)),
+                Err(e) => return self.on_watcher_error(e),
             }
         }
         order.retain(|name| {
             !gone.contains(name) && self.data.get(name).is_some_and(Option::is_some)
         });
+        if let Some(own) = &self.own {
+            let watched = Some((watcher.generation(), own.path.clone()));
+            if self.own_watched != watched {
+                match watcher.watch_deletion(&own.path, deadline) {
+                    Ok(true) => self.own_watched = watched,
+                    Ok(false) => self.stale = true,
+                    Err(e) => return self.on_watcher_error(e),
+                }
+            }
+        }
         self.order = order;
+        self.revocations_seen = revocations;
         self.dirty = true;
     }
 
-    fn rejoin(&mut self, deadline: Instant) {
-        if let Err(e) = self.register(deadline) {
-            self.lose_client(e);
+    /// The watcher's list lacks our node: ask the member session. Returns
+    /// whether the node is still there (the watcher's server is behind).
+    fn confirm_own(&mut self) -> bool {
+        let (Some(member), Some(own)) = (self.member.clone(), self.own.as_ref()) else {
+            return false;
+        };
+        match member.stat(&own.path, self.call_deadline()) {
+            Ok(Some(stat)) if stat.owner == own.owner => {
+                self.stale = true;
+                true
+            }
+            Ok(_) => {
+                log::warn!("member node {} was deleted: joining again", own.path);
+                self.own = None;
+                self.lease_until = None;
+                self.dirty = true;
+                false
+            }
+            Err(e) => {
+                let e = self.error("exists", &own.path.clone(), e);
+                self.on_member_error(e);
+                false
+            }
         }
     }
 
-    /// Confirms that our node still exists in our session, which renews the lease.
+    /// Confirms in the member session that our node is still ours, which
+    /// renews the lease.
     fn renew(&mut self) {
         let sent = Instant::now();
-        self.next_renewal = sent + self.timeout / 4;
-        let (Some(client), Some((path, owner))) = (
-            self.client.clone(),
+        self.next_renewal = sent + self.renewal_interval();
+        let (Some(member), Some((path, owner))) = (
+            self.member.clone(),
             self.own.as_ref().map(|o| (o.path.clone(), o.owner)),
         ) else {
             return;
         };
-        match client.stat(&path, self.call_deadline()) {
-            Ok(Some(stat)) if stat.owner == owner && client.is_healthy() => self.extend_lease(sent),
-            Ok(_) => {
-                log::warn!("member node {path} was deleted by someone else: joining again");
-                self.own = None;
-                self.rejoin(self.call_deadline());
+        let epoch = member.epoch();
+        match member.stat(&path, self.call_deadline()) {
+            Ok(Some(stat)) if stat.owner == owner => {
+                if member.same_connection(epoch, owner) {
+                    self.extend_lease(sent);
+                }
             }
-            Err(e) => self.lose_client(self.error("exists", &path, e)),
+            Ok(_) => {
+                log::warn!("member node {path} was deleted: joining again");
+                self.own = None;
+                self.lease_until = None;
+                self.dirty = true;
+            }
+            Err(e) => {
+                let e = self.error("exists", &path, e);
+                self.on_member_error(e);
+            }
         }
+    }
+
+    /// The spacing of renewals: just over the 2/3 of the timeout after which
+    /// the crate pings an idle connection, so its pings are not starved (it
+    /// only reconnects within one timeout of its last ping).
+    fn renewal_interval(&self) -> Duration {
+        self.timeout * 2 / 3 + (self.timeout / 20).max(Duration::from_millis(50))
     }
 
     /// A read sent at `sent` showed our node alive in our session: the server
     /// cannot expire the session before `sent + timeout`.
     fn extend_lease(&mut self, sent: Instant) {
-        let end = sent + self.timeout - self.margin;
+        let end = sent + self.timeout.saturating_sub(self.margin);
         if self.lease_until.is_none_or(|current| end > current) {
             self.lease_until = Some(end);
             if self.role == Role::Master {
-                self.shared.set_lease(self.lease_until);
+                self.shared
+                    .set_lease(self.lease_until, self.revocations_seen);
             }
         }
     }
 
-    /// Steps down and drops the session; the next step opens a new one.
-    fn lose_client(&mut self, why: impl Display) {
-        if self.client.take().is_some() {
+    fn on_member_error(&mut self, e: Error) {
+        match e {
+            // Interrupted calls: the connection is cut or dropping; the
+            // crate's notices say what comes next.
+            Error::Unreachable { .. } if self.member.as_ref().is_some_and(Client::is_alive) => {
+                log::debug!("{e}");
+                self.next_attempt = Instant::now() + self.next_backoff();
+            }
+            e => self.lose_session(e),
+        }
+    }
+
+    fn on_watcher_error(&mut self, e: CallError) {
+        log::debug!("the watcher session failed ({e:?}); starting another");
+        self.watcher = None;
+        self.own_watched = None;
+        self.next_watcher = Instant::now() + self.next_backoff();
+    }
+
+    /// Steps down and drops both sessions; a new one starts after a pause.
+    fn lose_session(&mut self, why: impl Display) {
+        if let Some(member) = self.member.take() {
             log::warn!("{why}: stepping down and joining again with a new session");
+            // Its nodes go when the crate closes it, or from the next session.
+            self.stray_owners.extend(member.session_id());
         }
         if let Some(own) = self.own.take() {
-            self.orphans.push(own.path);
+            self.stray_paths.push(own.path);
         }
+        self.watcher = None;
+        self.own_watched = None;
         self.lease_until = None;
         self.order.clear();
         self.data.clear();
         self.stale = false;
         self.dirty = true;
+        self.set_connection(Connection::Lost);
         self.next_attempt = Instant::now() + self.next_backoff();
     }
 
     /// Deletes our node and joins again at the back, in the same session.
     fn requeue(&mut self) -> Result<()> {
-        let deadline = self.call_deadline();
-        if let (Some(client), Some(own)) = (self.client.clone(), self.own.take()) {
-            self.lease_until = None;
-            self.dirty = true;
-            self.sync_role();
-            match client.delete(&own.path, deadline) {
-                Ok(()) | Err(CallError::NoNode) => {}
-                Err(e) => {
-                    let e = self.error("delete", &own.path, e);
-                    self.lose_client(&e);
-                    return Err(e);
-                }
-            }
+        if self.resigned {
+            return Err(Error::Resigned);
         }
-        if self.client.is_some() {
-            if let Err(e) = self.register(deadline) {
-                self.lose_client(&e);
+        let (Some(member), Some(own)) = (self.member.clone(), self.own.take()) else {
+            return Ok(()); // no node: the next one goes to the back anyway
+        };
+        self.lease_until = None;
+        self.dirty = true;
+        self.sync_role();
+        let deadline = self.call_deadline();
+        match member.delete(&own.path, deadline) {
+            Ok(()) | Err(CallError::NoNode) => {}
+            Err(e) => {
+                self.stray_paths.push(own.path.clone());
+                let e = self.error("delete", &own.path, e);
+                self.on_member_error(e.clone());
                 return Err(e);
             }
-            self.refresh();
         }
+        if let Err(e) = self.register(deadline) {
+            self.on_member_error(e.clone());
+            return Err(e);
+        }
+        self.refresh();
         Ok(())
     }
 
     /// Steps down, deletes our node so a successor takes over at once, and
-    /// closes the session.
+    /// closes the sessions.
     fn stop(&mut self) {
         self.resigned = true;
         self.lease_until = None;
         let own = self.own.take();
         self.dirty = true;
         self.sync_role();
-        if let Some(client) = self.client.take() {
+        self.watcher = None;
+        if let Some(member) = self.member.take() {
             let deadline = Instant::now() + (self.timeout / 2).min(Duration::from_secs(2));
-            for path in own.iter().map(|o| &o.path).chain(&self.orphans) {
-                match client.delete(path, deadline) {
+            for path in own.iter().map(|o| &o.path).chain(&self.stray_paths) {
+                match member.delete(path, deadline) {
                     Ok(()) | Err(CallError::NoNode) => {}
                     Err(e) => {
                         log::warn!("could not delete {path} ({e:?}); it goes when the session ends")
                     }
                 }
             }
-            client.close(deadline);
+            member.close(deadline);
         }
     }
 
@@ -563,8 +744,17 @@ impl Worker {
         }
     }
 
-    /// Publishes the role and the group if either changed, and queues the
-    /// change for the callbacks.
+    fn set_connection(&mut self, connection: Connection) {
+        if self.connection != connection {
+            log::debug!("connection {} -> {connection}", self.connection);
+            self.connection = connection;
+            self.connection_since = Instant::now();
+            self.dirty = true;
+        }
+    }
+
+    /// Publishes the role, the group and the connection if any changed, and
+    /// queues the change for the callbacks.
     fn sync_role(&mut self) {
         let role = if self.resigned {
             Role::Offline
@@ -575,14 +765,16 @@ impl Worker {
             return;
         }
         let member = |name: &String| {
-            Member::parse(
-                name,
-                self.data.get(name).cloned().flatten().unwrap_or_default(),
-            )
+            let data = self.data.get(name).cloned().flatten().unwrap_or_default();
+            Member::parse(name, data)
         };
         let members: Vec<Member> = self.order.iter().filter_map(member).collect();
         let masters: Vec<Member> = members.iter().take(self.config.masters).cloned().collect();
         let own_name = self.own.as_ref().map(|o| o.name.clone());
+        let (old_connection, session_timeout) = {
+            let status = self.shared.status.lock();
+            (status.connection, status.session_timeout)
+        };
         let status = Status {
             role,
             member: own_name.clone(),
@@ -594,24 +786,30 @@ impl Worker {
                 .filter(|_| role == Role::Master)
                 .map(|o| o.czxid as u64),
             resigned: self.resigned,
-            session_timeout: self.shared.status.lock().session_timeout,
+            session_timeout,
+            connection: self.connection,
+            connection_since: self.connection_since,
         };
-        let old = self.shared.publish(status, self.lease_until);
+        let old = self
+            .shared
+            .publish(status, self.lease_until, self.revocations_seen);
         self.role = role;
         self.dirty = false;
-        if old != role {
-            log::debug!("role {old} -> {role}");
+        if old != role || old_connection != self.connection {
+            log::debug!("role {old} -> {role}, connection {}", self.connection);
             let _ = self.dispatch.send(Dispatch::Change(RoleChange {
                 old,
                 new: role,
                 member: own_name,
                 masters,
+                connection: self.connection,
+                at: Instant::now(),
             }));
         }
     }
 
-    fn live_client(&self) -> Result<Client> {
-        self.client
+    fn live_member(&self) -> Result<Client> {
+        self.member
             .clone()
             .ok_or_else(|| self.error("call", "", CallError::Lost("no session".into())))
     }
@@ -635,32 +833,25 @@ impl Worker {
     }
 
     fn error(&self, op: &'static str, path: &str, e: CallError) -> Error {
+        let path = path.to_owned();
         match e {
-            CallError::Lost(reason) => Error::Unreachable {
+            CallError::Lost(reason) | CallError::Interrupted(reason) => Error::Unreachable {
                 connect: self.config.connect.clone(),
                 waited: self.config.connect_timeout,
                 last: format!("{op} {path}: {reason}"),
             },
             CallError::NoNode => Error::Server {
                 op,
-                path: path.to_owned(),
+                path,
                 reason: "no such node".into(),
             },
             CallError::NodeExists => Error::Server {
                 op,
-                path: path.to_owned(),
+                path,
                 reason: "node exists".into(),
             },
-            CallError::Denied(reason) => Error::AccessDenied {
-                op,
-                path: path.to_owned(),
-                reason,
-            },
-            CallError::Refused(reason) => Error::Server {
-                op,
-                path: path.to_owned(),
-                reason,
-            },
+            CallError::Denied(reason) => Error::AccessDenied { op, path, reason },
+            CallError::Refused(reason) => Error::Server { op, path, reason },
         }
     }
 }

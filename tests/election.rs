@@ -459,3 +459,84 @@ fn many_members_create_a_deep_group_path_at_once() {
         members.iter().filter(|m| m.is_master()).count() == 1 && members[5].members().len() == 6
     });
 }
+
+#[test]
+fn a_reconnect_within_the_session_keeps_node_watch_and_credentials() {
+    common::init_logging();
+    let mut server = ZkServer::builder()
+        .max_session_timeout(Duration::from_secs(4))
+        .start();
+    let secure = |c: Config| {
+        c.auth("workers:s3cret")
+            .session_timeout(Duration::from_secs(4))
+    };
+    let a = join(secure(config(&server, "/kept")));
+    let b = join(secure(config(&server, "/kept")));
+    assert!(a.wait_until_master(SOON));
+    let (names_before, sessions) = (a.member_name(), a.session_timeout());
+    let changes: Arc<Mutex<Vec<zk_master::Connection>>> = Arc::default();
+    let seen = changes.clone();
+    a.on_change(move |c| seen.lock().unwrap().push(c.connection));
+
+    server.stop();
+    wait_for(SOON, "a is suspended", || {
+        a.connection().0 == zk_master::Connection::Suspended
+    });
+    server.restart(); // well within the 4 s session: the server still has it
+    wait_for(SOON, "a is connected again", || {
+        a.connection().0 == zk_master::Connection::Connected
+    });
+    assert!(a.wait_until_master(SOON), "mastership regained");
+    assert_eq!(a.member_name(), names_before, "same node, same session");
+    assert_eq!(a.session_timeout(), sessions);
+
+    // Deleting our node needs the credentials, which the crate forgets on reconnect;
+    // b sees it go only through a watch set after the reconnect.
+    a.resign();
+    assert!(
+        b.wait_until_master(SOON),
+        "the watch was re-armed and the resign allowed"
+    );
+    let changes = changes.lock().unwrap().clone();
+    assert!(
+        changes.contains(&zk_master::Connection::Suspended),
+        "callbacks saw the suspension: {changes:?}"
+    );
+}
+
+#[test]
+fn no_server_costs_little_cpu() {
+    common::init_logging();
+    let mut server = ZkServer::start();
+    let a = join(config(&server, "/cpu"));
+    assert!(a.wait_until_master(SOON));
+    server.stop();
+    wait_for(SOON, "a is suspended or lost", || {
+        a.connection().0 != zk_master::Connection::Connected
+    });
+    let (cpu_before, started) = (process_cpu(), Instant::now());
+    thread::sleep(Duration::from_secs(4));
+    let share = (process_cpu() - cpu_before).as_secs_f64() / started.elapsed().as_secs_f64();
+    eprintln!(
+        "cpu while no server answers: {:.1}% of one core",
+        share * 100.0
+    );
+    // The crate alone spins a whole core here; the goal is under 5%, checked by the
+    // benchmark. This bound only catches a return of the spin on a noisy machine.
+    assert!(share < 0.25, "{:.1}% of a core", share * 100.0);
+    server.restart();
+    assert!(a.wait_until_master(Duration::from_secs(20)), "a comes back");
+}
+
+/// User plus system CPU time of this process so far.
+fn process_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+}
