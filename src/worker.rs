@@ -619,7 +619,7 @@ impl Worker {
     /// the crate pings an idle connection, so its pings are not starved (it
     /// only reconnects within one timeout of its last ping).
     fn renewal_interval(&self) -> Duration {
-        self.timeout * 2 / 3 + (self.timeout / 20).max(Duration::from_millis(50))
+        self.timeout * 2 / 3 + (self.timeout / 40).max(Duration::from_millis(50))
     }
 
     /// A read sent at `sent` showed our node alive in our session: the server
