@@ -540,3 +540,56 @@ fn process_cpu() -> Duration {
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
 }
+
+#[test]
+fn losing_a_server_of_the_ensemble_costs_neither_session_nor_mastership() {
+    common::init_logging();
+    let mut ensemble = common::Ensemble::start(3);
+    let config = || {
+        Config::new(ensemble.connect_string())
+            .group("/ensemble")
+            .session_timeout(Duration::from_secs(8))
+            .lease_margin(Duration::from_millis(1200)) // covers (syncLimit + 1) x tickTime
+    };
+    let a = join(config());
+    let b = join(config());
+    assert!(a.wait_until_master(SOON));
+    let name = a.member_name();
+    let suspensions = Arc::new(Mutex::new(0));
+    let counter = suspensions.clone();
+    a.on_change(move |c| {
+        if c.connection == zk_master::Connection::Suspended {
+            *counter.lock().unwrap() += 1;
+        }
+    });
+    // Kill each server in turn, the leader last: whichever one `a` uses is among them.
+    let leader = ensemble.leader().expect("a leader");
+    let order: Vec<usize> = (0..3).filter(|&i| i != leader).chain([leader]).collect();
+    for i in order {
+        let before = *suspensions.lock().unwrap();
+        ensemble.kill(i);
+        // If `a` used this server it is suspended within moments; give it two seconds.
+        let started = Instant::now();
+        while *suspensions.lock().unwrap() == before && started.elapsed() < Duration::from_secs(2) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        wait_for(
+            Duration::from_secs(20),
+            "a is connected and master again",
+            || a.connection().0 == zk_master::Connection::Connected && a.is_master(),
+        );
+        assert_eq!(
+            a.member_name(),
+            name,
+            "same node, so same session, after losing server {i}"
+        );
+        ensemble.restart(i);
+        ensemble.wait_quorum();
+    }
+    assert!(
+        *suspensions.lock().unwrap() >= 1,
+        "a's server was among those killed"
+    );
+    a.resign();
+    assert!(b.wait_until_master(SOON));
+}
