@@ -633,7 +633,8 @@ impl Member {
 
 /// An ensemble of ZooKeeper quorum peers (`QuorumPeerMain`) on `127.0.0.1`, each with its own
 /// client, quorum and election port and its own data dir under one temporary directory (removed on
-/// drop). `tickTime=200`, `initLimit=10`, `syncLimit=5`. Servers are numbered from 0 in this API;
+/// drop). `tickTime=200`, `initLimit=10`, `syncLimit=5`, `maxSessionTimeout=10000` (a leader
+/// election can take seconds on a loaded machine). Servers are numbered from 0 in this API;
 /// server `i` has `myid` `i + 1`. Killed on drop, and also if the test process dies.
 pub struct Ensemble {
     dir: PathBuf,
@@ -699,7 +700,7 @@ impl Ensemble {
                 fs::write(data.join("myid"), format!("{}\n", i + 1)).expect("write myid");
                 let cfg = member_dir.join("zoo.cfg");
                 let text = format!(
-                    "{}initLimit=10\nsyncLimit=5\n{servers}",
+                    "{}initLimit=10\nsyncLimit=5\nmaxSessionTimeout=10000\n{servers}",
                     common_config(&data, ports[3 * i])
                 );
                 fs::write(&cfg, text).expect("write zoo.cfg");
