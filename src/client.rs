@@ -311,10 +311,12 @@ impl Client {
     }
 
     /// Closes the session (which deletes its ephemeral nodes), waiting for it
-    /// until `deadline` at most.
+    /// until `deadline` at most, and not at all while disconnected (the
+    /// crate could not close it before it reconnects).
     pub(crate) fn close(&self, deadline: Instant) {
         let (done_tx, done) = mpsc::sync_channel(1);
-        if self.jobs.send(Job::Close(done_tx)).is_ok() {
+        let connected = self.link.connected.load(Ordering::SeqCst);
+        if self.jobs.send(Job::Close(done_tx)).is_ok() && connected {
             let _ = done.recv_timeout(deadline.saturating_duration_since(Instant::now()));
         }
     }
