@@ -6,23 +6,45 @@
 //! cargo run --example worker -- --connect 127.0.0.1:2181 --group /Roles/workers \
 //!     --masters 1 --session-timeout-ms 10000
 //! ```
+//!
+//! With `--trace-roles FILE` it polls `is_master()` about every millisecond and appends every
+//! change of what it returns to FILE, stamped with CLOCK_MONOTONIC nanoseconds (one clock for all
+//! processes of the machine), for the fault-injection tests (tests/faults.rs):
+//!
+//! ```text
+//! <ns> <member> master                 the first read that returned true
+//! <ns> <member> slave <last-true ns>   the first read that returned false after it, or the exit
+//! ```
+//!
+//! A read is stamped conservatively: a `master` line carries the clock read just before the call
+//! that returned true, the last-true value the clock read just after the last call that did. So
+//! the interval `[master ns, last-true ns]` covers every moment the process could have acted as
+//! master. `<member>` is the node name current at the read (it changes when the library joins
+//! again with a new node).
 
+use std::fs::{File, OpenOptions};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use zk_master::{Config, Election};
 
 const USAGE: &str = "usage: worker [--connect HOST:PORT[,HOST:PORT...][/CHROOT]] [--group PATH] \
-[--masters N] [--session-timeout-ms MS] [--data TEXT]";
+[--masters N] [--session-timeout-ms MS] [--data TEXT] [--trace-roles FILE]";
+
+/// How often the main loop logs a change of the masters (and polls, without a trace).
+const LOG_EVERY: Duration = Duration::from_millis(20);
+/// How often the main loop polls `is_master()` with `--trace-roles`.
+const TRACE_EVERY: Duration = Duration::from_millis(1);
 
 fn main() {
     env_logger::Builder::from_env(
         env_logger::Env::default().default_filter_or("info,zookeeper=warn"),
     )
     .init();
-    let config = match parse_args(std::env::args().skip(1)) {
-        Ok(config) => config,
+    let (config, trace_path) = match parse_args(std::env::args().skip(1)) {
+        Ok(parsed) => parsed,
         Err(message) => {
             eprintln!("{message}\n{USAGE}");
             std::process::exit(2);
@@ -34,6 +56,13 @@ fn main() {
         log::error!("cannot handle ctrl-c: {e}");
         std::process::exit(1);
     }
+    let mut trace = match trace_path.as_deref().map(RoleTrace::open).transpose() {
+        Ok(trace) => trace,
+        Err(e) => {
+            log::error!("cannot open the role trace: {e}");
+            std::process::exit(1);
+        }
+    };
     let election = match Election::join(config) {
         Ok(election) => election,
         Err(e) => {
@@ -46,40 +75,130 @@ fn main() {
         election.member_name().unwrap_or_default()
     );
 
+    let poll_every = if trace.is_some() {
+        TRACE_EVERY
+    } else {
+        LOG_EVERY
+    };
     let mut last = None;
+    let mut next_log = Instant::now();
     while !stop.load(Ordering::SeqCst) {
-        let master = election.is_master();
-        let masters: Vec<String> = election
-            .masters()
-            .iter()
-            .map(|m| m.name().to_owned())
-            .collect();
-        let seen = (master, masters);
-        if last.as_ref() != Some(&seen) {
-            if seen.0 {
-                log::info!("I've become master!");
-            } else {
-                log::info!(
-                    "[{}] is masters, I'm {}",
-                    seen.1.join(", "),
-                    election.role()
-                );
+        // The one read of the role per turn: the trace records it, the log and the work use it.
+        let master = match trace.as_mut() {
+            Some(trace) => trace.poll(&election),
+            None => election.is_master(),
+        };
+        if Instant::now() >= next_log {
+            next_log = Instant::now() + LOG_EVERY;
+            let masters: Vec<String> = election
+                .masters()
+                .iter()
+                .map(|m| m.name().to_owned())
+                .collect();
+            let seen = (master, masters);
+            if last.as_ref() != Some(&seen) {
+                if seen.0 {
+                    log::info!("I've become master!");
+                } else {
+                    log::info!(
+                        "[{}] is masters, I'm {}",
+                        seen.1.join(", "),
+                        election.role()
+                    );
+                }
+                last = Some(seen);
             }
-            last = Some(seen);
         }
         if master {
             // The master's work goes here; it runs only while is_master() holds.
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(poll_every);
+    }
+    if let Some(trace) = trace.as_mut() {
+        // No read after the loop: the last one that returned true is the last master moment.
+        trace.finish();
     }
     election.resign();
     log::info!("resigned; my node is deleted");
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Config, String> {
+/// CLOCK_MONOTONIC in nanoseconds: the same clock in every process of the machine, unlike the
+/// private origin of `std::time::Instant`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// `--trace-roles`: every change of what `is_master()` returns, one flushed line each.
+struct RoleTrace {
+    file: File,
+    /// While the last read returned true: the member it was for and when that read ended.
+    master: Option<(String, u64)>,
+}
+
+impl RoleTrace {
+    fn open(path: &str) -> std::io::Result<RoleTrace> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(RoleTrace { file, master: None })
+    }
+
+    /// Reads `is_master()` once, records a change, and returns what it read.
+    fn poll(&mut self, election: &Election) -> bool {
+        let before = monotonic_ns();
+        let master = election.is_master();
+        let after = monotonic_ns();
+        if !master {
+            if let Some((name, last_true)) = self.master.take() {
+                self.line(&format!("{before} {name} slave {last_true}\n"));
+            }
+            return false;
+        }
+        // A clone of a short string under an uncontended lock: cheap enough once a millisecond,
+        // and exact even if the library moved to a new node between two reads.
+        let name = election.member_name().unwrap_or_else(|| "?".to_owned());
+        match &mut self.master {
+            Some((current, last_true)) if *current == name => *last_true = after,
+            _ => {
+                if let Some((old, last_true)) = self.master.take() {
+                    self.line(&format!("{before} {old} slave {last_true}\n"));
+                }
+                self.line(&format!("{before} {name} master\n"));
+                self.master = Some((name, after));
+            }
+        }
+        true
+    }
+
+    /// At exit: a member still master steps down now.
+    fn finish(&mut self) {
+        if let Some((name, last_true)) = self.master.take() {
+            self.line(&format!("{} {name} slave {last_true}\n", monotonic_ns()));
+        }
+    }
+
+    /// One `write` of the whole line (the file is in append mode), flushed at once.
+    fn line(&mut self, line: &str) {
+        if let Err(e) = self
+            .file
+            .write_all(line.as_bytes())
+            .and_then(|()| self.file.flush())
+        {
+            log::error!("cannot write the role trace: {e}");
+        }
+    }
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(Config, Option<String>), String> {
     let (mut connect, mut group, mut masters) =
         ("127.0.0.1:2181".to_owned(), "/Roles/workers".to_owned(), 1);
     let (mut timeout_ms, mut data) = (10_000, b"1".to_vec());
+    let mut trace = None;
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
             return Err("zk-master example worker".into());
@@ -96,6 +215,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Config, String> 
             "--masters" => masters = number()? as usize,
             "--session-timeout-ms" => timeout_ms = number()?,
             "--data" => data = value.clone().into_bytes(),
+            "--trace-roles" => trace = Some(value.clone()),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -105,5 +225,5 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Config, String> 
         .session_timeout(Duration::from_millis(timeout_ms))
         .data(data);
     config.validate().map_err(|e| e.to_string())?;
-    Ok(config)
+    Ok((config, trace))
 }

@@ -8,6 +8,8 @@
 //! * [`raw_client`]: a connected client of the `zookeeper` crate, to look at or disturb the
 //!   state behind the library's back.
 //! * [`wait_for`]: the bounded polling helper; every loop in a test must be bounded.
+//! * [`proxy::Proxy`]: a TCP proxy to put network faults (delay, blackhole, cut) between a client
+//!   and its server; [`overlap`]: the checker of the workers' `--trace-roles` files.
 //!
 //! The servers run from the Debian `zookeeper` package (jars in `/usr/share/java`). The environment
 //! can override this: `ZK_CLASSPATH` (full Java classpath), `ZK_JAVA` (the `java` binary) and
@@ -35,6 +37,8 @@ use std::time::{Duration, Instant};
 
 use zookeeper::ZooKeeper;
 
+pub mod overlap;
+pub mod proxy;
 mod worker;
 #[allow(unused_imports)] // not every test binary starts workers
 pub use worker::{worker_binary, Worker};
