@@ -358,6 +358,17 @@ impl Client {
         })
     }
 
+    /// Creates the ephemeral node `path` with no data; an existing node is fine.
+    pub(crate) fn ensure_ephemeral(&self, path: &str, deadline: Instant) -> Result<(), CallError> {
+        let (path, acl) = (path.to_owned(), self.access.acl());
+        match self.call(deadline, move |zk| {
+            zk.create(&path, Vec::new(), acl, CreateMode::Ephemeral)
+        }) {
+            Ok(_) | Err(CallError::NodeExists) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes `path` whatever its version.
     pub(crate) fn delete(&self, path: &str, deadline: Instant) -> Result<(), CallError> {
         let path = path.to_owned();

@@ -7,6 +7,16 @@
 //! *watcher* session reads the group and carries the watches; it is replaced
 //! whenever it fails. A reply renews the lease only if it came on the member
 //! session's connection that the request left on.
+//!
+//! A member may be master only while it also holds a *claim*: an ephemeral
+//! node named after its member node in a sibling of the group
+//! (`/Roles/workers.claims/worker0000000003`). It deletes the claim only
+//! after it has stepped down, and its session's end deletes it too. So a
+//! claim whose member node is gone means: that member may still believe it
+//! is master (its node was deleted by hand, and it has not noticed yet, or
+//! it is frozen). A member about to become master waits while any such claim
+//! exists; a resign, a requeue or an expiry leaves none, so they hand over at
+//! once.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
@@ -40,6 +50,8 @@ struct Own {
     /// The session that owns it.
     owner: i64,
     czxid: i64,
+    /// Whether the claim for this node exists.
+    claimed: bool,
 }
 
 pub(crate) struct Worker {
@@ -75,6 +87,8 @@ pub(crate) struct Worker {
     stale: bool,
     /// Something callers see changed since the last publish.
     dirty: bool,
+    /// A claim names a member node that is gone: no promotion until it goes.
+    blocked: bool,
     lease_until: Option<Instant>,
     /// Revocations of the lease taken into account so far.
     revocations_seen: u64,
@@ -129,6 +143,7 @@ impl Worker {
             data: HashMap::new(),
             stale: false,
             dirty: false,
+            blocked: false,
             lease_until: None,
             revocations_seen: 0,
             next_renewal: now,
@@ -197,9 +212,7 @@ impl Worker {
                 self.dirty = true;
                 self.stale = true;
                 if is(&self.watcher, g) && self.own.as_ref().is_some_and(|o| o.path == path) {
-                    log::warn!("member node {path} was deleted: joining again");
-                    self.own = None;
-                    self.lease_until = None;
+                    self.step_down_from_deleted_node();
                 }
             }
             Notice::Disconnected(g) if is(&self.member, g) => {
@@ -295,6 +308,14 @@ impl Worker {
                 return self.on_member_error(e);
             }
         }
+        if self.own.as_ref().is_some_and(|o| !o.claimed) && now >= self.next_attempt {
+            if let Err(e) = self.claim(&member, self.call_deadline()) {
+                return self.on_member_error(e);
+            }
+        }
+        if !self.stray_paths.is_empty() && now >= self.next_attempt {
+            self.delete_strays(&member, self.call_deadline());
+        }
         if self.watcher.is_none() && now >= self.next_watcher {
             if let Err(e) = self.start_watcher(self.call_deadline()) {
                 let wait = self.next_backoff();
@@ -380,22 +401,64 @@ impl Worker {
         self.shared.status.lock().session_timeout = Some(granted);
     }
 
+    /// Creates the group path and the claims path, with any missing parent.
     fn ensure_group(&self, client: &Client, deadline: Instant) -> Result<()> {
-        let group = &self.config.group;
-        match client.stat(group, deadline) {
-            Ok(Some(_)) => return Ok(()),
-            Ok(None) => {}
-            Err(e) => return Err(self.error("exists", group, e)),
-        }
-        let mut path = String::new();
-        for segment in group.split('/').skip(1) {
-            path.push('/');
-            path.push_str(segment);
-            client
-                .ensure_persistent(&path, deadline)
-                .map_err(|e| self.error("create", &path, e))?;
+        for target in [&self.config.group, &self.claims_dir()] {
+            match client.stat(target, deadline) {
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+                Err(e) => return Err(self.error("exists", target, e)),
+            }
+            let mut path = String::new();
+            for segment in target.split('/').skip(1) {
+                path.push('/');
+                path.push_str(segment);
+                client
+                    .ensure_persistent(&path, deadline)
+                    .map_err(|e| self.error("create", &path, e))?;
+            }
         }
         Ok(())
+    }
+
+    /// Where the claims live: a sibling of the group, so that deleting the
+    /// group by hand leaves them.
+    fn claims_dir(&self) -> String {
+        format!("{}.claims", self.config.group)
+    }
+
+    fn claim_path(&self, name: &str) -> String {
+        format!("{}/{name}", self.claims_dir())
+    }
+
+    /// Creates the claim for our node, which lets it become master.
+    fn claim(&mut self, member: &Client, deadline: Instant) -> Result<()> {
+        let Some(name) = self.own.as_ref().map(|o| o.name.clone()) else {
+            return Ok(());
+        };
+        let path = self.claim_path(&name);
+        let mut claimed = member.ensure_ephemeral(&path, deadline);
+        if claimed == Err(CallError::NoNode) {
+            self.ensure_group(member, deadline)?;
+            claimed = member.ensure_ephemeral(&path, deadline);
+        }
+        claimed.map_err(|e| self.error("create", &path, e))?;
+        if let Some(own) = self.own.as_mut() {
+            own.claimed = true;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Our node was deleted by someone else: step down at once, then let the
+    /// claim go (so successors may take over) and register again.
+    fn step_down_from_deleted_node(&mut self) {
+        let Some(own) = self.own.take() else { return };
+        log::warn!("member node {} was deleted: joining again", own.path);
+        self.lease_until = None;
+        self.dirty = true;
+        self.sync_role();
+        self.stray_paths.push(self.claim_path(&own.name));
     }
 
     /// Creates this member's node in the member session, then deletes our
@@ -444,6 +507,7 @@ impl Worker {
             name,
             owner: stat.owner,
             czxid: stat.czxid,
+            claimed: false,
         });
         if member.same_connection(epoch, session) {
             self.extend_lease(sent);
@@ -452,33 +516,41 @@ impl Worker {
         self.stale = true;
         self.dirty = true;
         self.delete_strays(&member, deadline);
-        Ok(())
+        self.claim(&member, deadline)
     }
 
     /// Deletes the stray nodes of ours that are known, best effort.
     fn delete_strays(&mut self, member: &Client, deadline: Instant) {
         let own_path = self.own.as_ref().map(|o| o.path.clone());
+        let own_claim = self.own.as_ref().map(|o| self.claim_path(&o.name));
         if !self.stray_owners.is_empty() {
-            match member.children(&self.config.group, deadline) {
-                Ok(children) => {
-                    for name in children
-                        .iter()
-                        .filter(|n| n.starts_with(&self.config.prefix))
+            let mut found = Vec::new();
+            for dir in [self.config.group.clone(), self.claims_dir()] {
+                let children = match member.children(&dir, deadline) {
+                    Ok(children) => children,
+                    Err(CallError::NoNode) => continue,
+                    Err(e) => return log::debug!("cannot look for stray nodes yet: {e:?}"),
+                };
+                for name in children
+                    .iter()
+                    .filter(|n| n.starts_with(&self.config.prefix))
+                {
+                    let path = format!("{dir}/{name}");
+                    if sequence_of(name).is_none()
+                        || Some(&path) == own_path.as_ref()
+                        || Some(&path) == own_claim.as_ref()
                     {
-                        let path = format!("{}/{name}", self.config.group);
-                        if sequence_of(name).is_none() || Some(&path) == own_path.as_ref() {
-                            continue;
-                        }
-                        if let Ok(Some(stat)) = member.stat(&path, deadline) {
-                            if self.stray_owners.contains(&stat.owner) {
-                                self.stray_paths.push(path);
-                            }
+                        continue;
+                    }
+                    if let Ok(Some(stat)) = member.stat(&path, deadline) {
+                        if self.stray_owners.contains(&stat.owner) {
+                            found.push(path);
                         }
                     }
-                    self.stray_owners.clear();
                 }
-                Err(e) => log::debug!("cannot look for stray nodes yet: {e:?}"),
             }
+            self.stray_owners.clear();
+            self.stray_paths.extend(found);
         }
         self.stray_paths
             .retain(|path| match member.delete(path, deadline) {
@@ -502,12 +574,10 @@ impl Worker {
         let children = match watcher.children_watched(&self.config.group, deadline) {
             Ok(children) => children,
             Err(CallError::NoNode) => {
-                log::warn!("group {} was deleted: joining again", self.config.group);
+                log::warn!("group {} was deleted", self.config.group);
                 self.stale = false;
-                self.own = None;
-                self.lease_until = None;
                 self.order.clear();
-                self.dirty = true;
+                self.step_down_from_deleted_node();
                 return;
             }
             Err(e) => return self.on_watcher_error(e),
@@ -543,6 +613,29 @@ impl Worker {
         order.retain(|name| {
             !gone.contains(name) && self.data.get(name).is_some_and(Option::is_some)
         });
+        self.blocked = false;
+        let rank = self
+            .own
+            .as_ref()
+            .and_then(|o| order.iter().position(|n| *n == o.name));
+        if rank.is_some_and(|r| r < self.config.masters) && self.role != Role::Master {
+            // About to become master: not while a claim names a node that is gone.
+            let members: HashSet<&String> = order.iter().collect();
+            match watcher.children_watched(&self.claims_dir(), deadline) {
+                Ok(claims) => {
+                    let orphaned: Vec<&String> = claims
+                        .iter()
+                        .filter(|c| sequence_of(c).is_some() && !members.contains(c))
+                        .collect();
+                    if !orphaned.is_empty() {
+                        log::info!("waiting for {orphaned:?} to step down: their nodes are gone");
+                        self.blocked = true;
+                    }
+                }
+                Err(CallError::NoNode) => {}
+                Err(e) => return self.on_watcher_error(e),
+            }
+        }
         if let Some(own) = &self.own {
             let watched = Some((watcher.generation(), own.path.clone()));
             if self.own_watched != watched {
@@ -570,10 +663,7 @@ impl Worker {
                 true
             }
             Ok(_) => {
-                log::warn!("member node {} was deleted: joining again", own.path);
-                self.own = None;
-                self.lease_until = None;
-                self.dirty = true;
+                self.step_down_from_deleted_node();
                 false
             }
             Err(e) => {
@@ -602,12 +692,7 @@ impl Worker {
                     self.extend_lease(sent);
                 }
             }
-            Ok(_) => {
-                log::warn!("member node {path} was deleted: joining again");
-                self.own = None;
-                self.lease_until = None;
-                self.dirty = true;
-            }
+            Ok(_) => self.step_down_from_deleted_node(),
             Err(e) => {
                 let e = self.error("exists", &path, e);
                 self.on_member_error(e);
@@ -662,6 +747,7 @@ impl Worker {
             self.stray_owners.extend(member.session_id());
         }
         if let Some(own) = self.own.take() {
+            self.stray_paths.push(self.claim_path(&own.name));
             self.stray_paths.push(own.path);
         }
         self.watcher = None;
@@ -687,9 +773,20 @@ impl Worker {
         self.dirty = true;
         self.sync_role();
         let deadline = self.call_deadline();
-        match member.delete(&own.path, deadline) {
+        let deleted = member
+            .delete(&self.claim_path(&own.name), deadline)
+            .or_else(|e| {
+                if e == CallError::NoNode {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+            .and_then(|()| member.delete(&own.path, deadline));
+        match deleted {
             Ok(()) | Err(CallError::NoNode) => {}
             Err(e) => {
+                self.stray_paths.push(self.claim_path(&own.name));
                 self.stray_paths.push(own.path.clone());
                 let e = self.error("delete", &own.path, e);
                 self.on_member_error(e.clone());
@@ -715,7 +812,9 @@ impl Worker {
         self.watcher = None;
         if let Some(member) = self.member.take() {
             let deadline = Instant::now() + (self.timeout / 2).min(Duration::from_secs(2));
-            for path in own.iter().map(|o| &o.path).chain(&self.stray_paths) {
+            let claim = own.as_ref().map(|o| self.claim_path(&o.name));
+            let nodes = own.iter().map(|o| &o.path);
+            for path in claim.iter().chain(nodes).chain(&self.stray_paths) {
                 match member.delete(path, deadline) {
                     Ok(()) | Err(CallError::NoNode) => {}
                     Err(e) => {
@@ -735,9 +834,10 @@ impl Worker {
         let Some(rank) = self.order.iter().position(|n| *n == own.name) else {
             return Role::Offline;
         };
-        if rank >= self.config.masters {
+        let leased = self.lease_until.is_some_and(|end| Instant::now() < end);
+        if rank >= self.config.masters || (self.blocked && self.role != Role::Master) {
             Role::Slave
-        } else if self.lease_until.is_some_and(|end| Instant::now() < end) {
+        } else if leased && own.claimed {
             Role::Master
         } else {
             Role::Offline

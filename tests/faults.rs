@@ -10,9 +10,7 @@
 //! `--nocapture` to see them.
 //!
 //! A seeded random nemesis draws faults in random order: `ZK_MASTER_NEMESIS_SEED` (decimal or
-//! 0x-hex; printed by every run), `ZK_MASTER_NEMESIS_RUNS` (default 2) and
-//! `ZK_MASTER_NEMESIS_DELETE=1` (also draw hand deletions of the master's node, which show a
-//! known overlap: see `deleted_master_node_and_group`).
+//! 0x-hex; printed by every run) and `ZK_MASTER_NEMESIS_RUNS` (default 2).
 
 mod common;
 
@@ -583,16 +581,7 @@ fn standalone_restart_beyond_the_session() {
     restart(SESSION * 2, "after 2T");
 }
 
-// IGNORED: a real overlap, reported to the library's author (not a flake). When another client
-// deletes the master's node, the successor (woken by its child watch) reads true 0.8-2.3 ms before
-// the old master reads false, in 11 of 12 runs with masters = 1 and 2 (library at 57dbb54, whose
-// deletion watch on the own node revokes the lease). Once the revoked master even read true again
-// for ~1 ms with its deleted node. E.g. (CLOCK_MONOTONIC ns, delete sent at 2081301553000):
-//   w0: 2080745519968 worker0000000000 master / 2081308285512 worker0000000000 slave 2081307193117
-//   w1: 2081305370674 worker0000000001 master
-// Run it with `cargo test --test faults -- --ignored deleted`.
 #[test]
-#[ignore = "known overlap after a hand deletion of the master's node: see the comment above"]
 fn deleted_master_node_and_group() {
     common::init_logging();
     let server = ZkServer::start();
@@ -785,14 +774,10 @@ enum Fault {
 }
 
 impl Fault {
-    /// A random fault; a hand deletion of a node only with `deletions` (see
-    /// `deleted_master_node_and_group`, ignored for a known overlap).
-    fn draw(rng: &mut Rng, deletions: bool) -> Fault {
+    /// A random fault.
+    fn draw(rng: &mut Rng) -> Fault {
         let master = rng.range(0, 3) != 0; // mostly the master
-        let mut kind = rng.range(0, 6);
-        if kind == 5 && !deletions {
-            kind = rng.range(0, 4);
-        }
+        let kind = rng.range(0, 6);
         match kind {
             0 => Fault::Partition {
                 master,
@@ -826,9 +811,6 @@ fn seeded_random_nemesis() {
     common::init_logging();
     let seed = env_u64("ZK_MASTER_NEMESIS_SEED", 0x5eed_2024);
     let runs = env_u64("ZK_MASTER_NEMESIS_RUNS", 2);
-    // Hand deletions make a known overlap (see `deleted_master_node_and_group`): drawn only with
-    // ZK_MASTER_NEMESIS_DELETE=1 until the library handles them.
-    let deletions = env_u64("ZK_MASTER_NEMESIS_DELETE", 0) != 0;
     let mut server = ZkServer::start();
     for run in 0..runs {
         let run_seed = seed.wrapping_add(run);
@@ -847,7 +829,7 @@ fn seeded_random_nemesis() {
         let started = Instant::now();
         let mut faults = Vec::new();
         while faults.len() < NEMESIS_MAX_FAULTS && started.elapsed() < NEMESIS_BUDGET {
-            let fault = Fault::draw(&mut rng, deletions);
+            let fault = Fault::draw(&mut rng);
             let (master, _) = group.a_master();
             let live: Vec<usize> = group.live().collect();
             let target = |pick_master: bool, rng: &mut Rng| {
