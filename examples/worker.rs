@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use zk_master::{Config, Election};
 
 const USAGE: &str = "usage: worker [--connect HOST:PORT[,HOST:PORT...][/CHROOT]] [--group PATH] \
-[--masters N] [--session-timeout-ms MS] [--data TEXT] [--trace-roles FILE]";
+[--masters N] [--session-timeout-ms MS] [--lease-margin-ms MS] [--auth USER:PASSWORD] [--data TEXT] \
+[--trace-roles FILE]";
 
 /// How often the main loop logs a change of the masters (and polls, without a trace).
 const LOG_EVERY: Duration = Duration::from_millis(20);
@@ -198,7 +199,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(Config, Option<
     let (mut connect, mut group, mut masters) =
         ("127.0.0.1:2181".to_owned(), "/Roles/workers".to_owned(), 1);
     let (mut timeout_ms, mut data) = (10_000, b"1".to_vec());
-    let mut trace = None;
+    let (mut trace, mut auth, mut margin_ms) = (None, None, None);
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
             return Err("zk-master example worker".into());
@@ -214,16 +215,24 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(Config, Option<
             "--group" => group = value.clone(),
             "--masters" => masters = number()? as usize,
             "--session-timeout-ms" => timeout_ms = number()?,
+            "--lease-margin-ms" => margin_ms = Some(number()?),
+            "--auth" => auth = Some(value.clone()),
             "--data" => data = value.clone().into_bytes(),
             "--trace-roles" => trace = Some(value.clone()),
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    let config = Config::new(connect)
+    let mut config = Config::new(connect)
         .group(group)
         .masters(masters)
         .session_timeout(Duration::from_millis(timeout_ms))
         .data(data);
+    if let Some(auth) = auth {
+        config = config.auth(auth);
+    }
+    if let Some(ms) = margin_ms {
+        config = config.lease_margin(Duration::from_millis(ms));
+    }
     config.validate().map_err(|e| e.to_string())?;
     Ok((config, trace))
 }

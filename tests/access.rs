@@ -197,3 +197,34 @@ fn ten_thousand_strangers_in_the_group() {
     first.resign();
     assert!(second.wait_until_master(SOON));
 }
+
+#[test]
+fn the_example_worker_takes_credentials() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let connect = server.connect_string();
+    let mut worker = common::Worker::spawn_with(&[
+        "--connect",
+        &connect,
+        "--group",
+        "/guarded",
+        "--session-timeout-ms",
+        "2000",
+        "--auth",
+        "workers:s3cret",
+    ]);
+    worker.expect("I've become master!");
+    let zk = raw_client(&connect);
+    let children = zk
+        .get_children("/guarded", false)
+        .expect("readable by default");
+    let node = format!("/guarded/{}", children.first().expect("the worker's node"));
+    assert_eq!(zk.delete(&node, None), Err(ZkError::NoAuth));
+    worker.terminate();
+    assert_eq!(worker.wait_exit(), Some(0));
+    assert_eq!(
+        zk.get_children("/guarded", false).map(|c| c.len()),
+        Ok(0),
+        "resigned with the credentials"
+    );
+}
