@@ -205,13 +205,14 @@ impl Worker {
             |client: &Option<Client>, g: u64| client.as_ref().is_some_and(|c| c.generation() == g);
         match notice {
             Notice::Changed(g) if is(&self.watcher, g) => self.stale = true,
-            Notice::Deleted(g, path) => {
+            Notice::Deleted(_, path) => {
                 // The sink has revoked the lease already; restore it only after
                 // a fresh look, and only if the node is still ours.
                 self.revocations_seen = self.shared.revocations();
                 self.dirty = true;
                 self.stale = true;
-                if is(&self.watcher, g) && self.own.as_ref().is_some_and(|o| o.path == path) {
+                // Node names are never reused: whichever watcher saw it, it is gone.
+                if self.own.as_ref().is_some_and(|o| o.path == path) {
                     self.step_down_from_deleted_node();
                 }
             }
@@ -256,20 +257,23 @@ impl Worker {
         if self.member.is_none() {
             return self.next_attempt;
         }
+        // The end of a master's lease, to tell the callbacks it lapsed.
+        let lease_end = match (self.lease_until, self.role) {
+            (Some(end), Role::Master) => end,
+            _ => now + self.timeout * 2,
+        };
         if self.connection == Connection::Suspended {
             // The crate gives up on its own; this is a bound in case it does not.
-            return self.connection_since + self.timeout * 2;
+            return lease_end.min(self.connection_since + self.timeout * 2);
         }
         let watcher_ready = self.watcher.is_some();
-        if (self.stale && watcher_ready) || self.own.is_none() {
+        let unclaimed = self.own.as_ref().is_none_or(|o| !o.claimed);
+        if (self.stale && watcher_ready) || unclaimed || !self.stray_paths.is_empty() {
             return now.max(self.next_attempt);
         }
-        let mut wake = self.next_renewal;
+        let mut wake = self.next_renewal.min(lease_end);
         if !watcher_ready {
             wake = wake.min(self.next_watcher);
-        }
-        if let (Some(end), Role::Master) = (self.lease_until, self.role) {
-            wake = wake.min(end);
         }
         wake
     }
@@ -315,6 +319,9 @@ impl Worker {
         }
         if !self.stray_paths.is_empty() && now >= self.next_attempt {
             self.delete_strays(&member, self.call_deadline());
+            if !self.stray_paths.is_empty() {
+                self.next_attempt = Instant::now() + self.next_backoff();
+            }
         }
         if self.watcher.is_none() && now >= self.next_watcher {
             if let Err(e) = self.start_watcher(self.call_deadline()) {
@@ -652,16 +659,14 @@ impl Worker {
     }
 
     /// The watcher's list lacks our node: ask the member session. Returns
-    /// whether the node is still there (the watcher's server is behind).
+    /// whether the node is still there (the watcher's server is behind; the
+    /// watch it just set fires when it catches up).
     fn confirm_own(&mut self) -> bool {
         let (Some(member), Some(own)) = (self.member.clone(), self.own.as_ref()) else {
             return false;
         };
         match member.stat(&own.path, self.call_deadline()) {
-            Ok(Some(stat)) if stat.owner == own.owner => {
-                self.stale = true;
-                true
-            }
+            Ok(Some(stat)) if stat.owner == own.owner => true,
             Ok(_) => {
                 self.step_down_from_deleted_node();
                 false
