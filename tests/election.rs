@@ -593,3 +593,51 @@ fn losing_a_server_of_the_ensemble_costs_neither_session_nor_mastership() {
     a.resign();
     assert!(b.wait_until_master(SOON));
 }
+
+#[test]
+fn an_expired_session_is_reported_lost_then_a_new_one_connected() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let proxy = common::proxy::Proxy::to_port(server.port());
+    let through_proxy = Config::new(proxy.connect_string())
+        .group("/expired")
+        .session_timeout(SESSION);
+    let a = join(through_proxy);
+    let b = join(config(&server, "/expired"));
+    assert!(a.wait_until_master(SOON));
+    let first = a.member_name();
+    let seen: Arc<Mutex<Vec<(zk_master::Connection, Role)>>> = Arc::default();
+    let log = seen.clone();
+    a.on_change(move |c| log.lock().unwrap().push((c.connection, c.new)));
+
+    // A partition longer than the session: the server expires it while `a` hears nothing.
+    proxy.set(common::proxy::Mode::Blackhole);
+    assert!(
+        b.wait_until_master(SESSION * 3),
+        "b takes over once a's session expires"
+    );
+    assert!(!a.is_master(), "a's lease ended before b's takeover");
+    proxy.set(common::proxy::Mode::Pass);
+    wait_for(
+        Duration::from_secs(20),
+        "a is back in a new session",
+        || a.connection().0 == zk_master::Connection::Connected && a.role() == Role::Slave,
+    );
+    assert_ne!(
+        a.member_name(),
+        first,
+        "a new node at the back of the queue"
+    );
+    let seen = seen.lock().unwrap().clone();
+    let connections: Vec<_> = seen.iter().map(|(c, _)| *c).collect();
+    let lost = connections
+        .iter()
+        .position(|c| *c == zk_master::Connection::Lost);
+    let back = connections
+        .iter()
+        .rposition(|c| *c == zk_master::Connection::Connected);
+    assert!(
+        lost.is_some() && back > lost,
+        "callbacks saw lost, then connected: {seen:?}"
+    );
+}
