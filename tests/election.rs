@@ -641,3 +641,32 @@ fn an_expired_session_is_reported_lost_then_a_new_one_connected() {
         "callbacks saw lost, then connected: {seen:?}"
     );
 }
+
+#[test]
+fn a_clamped_session_timeout_is_reported_and_the_largest_data_fits() {
+    common::init_logging();
+    let server = ZkServer::builder()
+        .min_session_timeout(Duration::from_millis(1000))
+        .max_session_timeout(Duration::from_millis(3000))
+        .start();
+    let long = join(config(&server, "/clamp").session_timeout(Duration::from_secs(30)));
+    assert_eq!(long.session_timeout(), Some(Duration::from_millis(3000)));
+    let short = join(config(&server, "/clamp").session_timeout(Duration::from_millis(300)));
+    assert_eq!(short.session_timeout(), Some(Duration::from_millis(1000)));
+    assert!(
+        long.wait_until_master(SOON),
+        "the lease counts with the granted 3 s"
+    );
+
+    let big = vec![b'x'; zk_master::MAX_DATA_LEN];
+    let member = join(config(&server, "/clamp").data(big.clone()));
+    wait_for(SOON, "three members", || member.members().len() == 3);
+    let data_of = |name: Option<String>| {
+        let members = member.members();
+        members
+            .iter()
+            .find(|m| Some(m.name()) == name.as_deref())
+            .map(|m| m.data().len())
+    };
+    assert_eq!(data_of(member.member_name()), Some(big.len()));
+}
