@@ -7,6 +7,13 @@ use crate::error::{Error, Result};
 
 /// Largest member data accepted: ZooKeeper refuses packets over 1 MiB
 /// (`jute.maxbuffer`), and the create request also carries the path and ACL.
+///
+/// ```
+/// use zk_master::{Config, MAX_DATA_LEN};
+///
+/// assert!(Config::new("127.0.0.1:2181").data(vec![0; MAX_DATA_LEN]).validate().is_ok());
+/// assert!(Config::new("127.0.0.1:2181").data(vec![0; MAX_DATA_LEN + 1]).validate().is_err());
+/// ```
 pub const MAX_DATA_LEN: usize = 1024 * 1024 - 4096;
 
 /// How to join an election. Built with chained setters, checked by
