@@ -146,7 +146,9 @@ impl Election {
         self.shared.status.lock().member.clone()
     }
 
-    /// The first N members (the masters), in election order, with their data.
+    /// The first N members, in election order, with their data: the masters,
+    /// or the members about to be (a member promoted because a node was
+    /// deleted by hand waits until that node's owner has stepped down).
     ///
     /// ```no_run
     /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();

@@ -1,9 +1,9 @@
 //! Master election through Apache ZooKeeper, for programs that are not async.
 //!
 //! A process [joins](Election::join) a group (by default `/Roles/workers`):
-//! the library keeps one ZooKeeper session, registers an
-//! EPHEMERAL_SEQUENTIAL member node with the caller's data and watches the
-//! group. The N members with the lowest sequence numbers are masters. The
+//! the library keeps a ZooKeeper session that holds an EPHEMERAL_SEQUENTIAL
+//! member node with the caller's data, and watches the group from a second
+//! session (so that the first can survive reconnects; see the README). The N members with the lowest sequence numbers are masters. The
 //! program polls [`Election::is_master`] from its own loop, or registers
 //! [callbacks](Election::on_change) that fire on every change of role.
 //! Dropping the handle or [resigning](Election::resign) deletes the node at
@@ -29,8 +29,9 @@
 //! read that showed this member's node alive in its session was *sent*, plus
 //! the session timeout the server granted, minus a margin. The server cannot
 //! expire the session, and so delete the node and let a successor be promoted,
-//! before that moment. See the README's "Guarantees" section for the
-//! assumptions.
+//! before that moment. A node deleted by hand is covered too: a successor
+//! waits until its owner has stepped down. See the README's "Guarantees"
+//! section for the assumptions.
 #![warn(missing_docs)]
 
 mod callbacks;
