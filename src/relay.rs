@@ -150,7 +150,11 @@ fn accept_loop(listener: &TcpListener, inner: &Arc<Inner>) {
         if inner.stopped.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(down) = down else { continue };
+        let Ok(down) = down else {
+            // Out of descriptors, most likely: do not spin while it lasts.
+            thread::sleep(NO_SERVER_PAUSE);
+            continue;
+        };
         let inner = inner.clone();
         let spawned = thread::Builder::new()
             .name("zk-master-relay-link".into())
