@@ -334,14 +334,7 @@ impl Client {
 
     /// Creates the persistent node `path`; an existing node is fine.
     pub(crate) fn ensure_persistent(&self, path: &str, deadline: Instant) -> Result<(), CallError> {
-        let (path, acl) = (path.to_owned(), self.access.acl());
-        let created = self.call(deadline, move |zk| {
-            zk.create(&path, Vec::new(), acl, CreateMode::Persistent)
-        });
-        match created {
-            Ok(_) | Err(CallError::NodeExists) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.ensure(path, CreateMode::Persistent, deadline)
     }
 
     /// Creates an ephemeral sequential node named `prefix_path` + sequence and
@@ -360,10 +353,13 @@ impl Client {
 
     /// Creates the ephemeral node `path` with no data; an existing node is fine.
     pub(crate) fn ensure_ephemeral(&self, path: &str, deadline: Instant) -> Result<(), CallError> {
+        self.ensure(path, CreateMode::Ephemeral, deadline)
+    }
+
+    /// Creates `path` with no data in `mode`; an existing node is fine.
+    fn ensure(&self, path: &str, mode: CreateMode, deadline: Instant) -> Result<(), CallError> {
         let (path, acl) = (path.to_owned(), self.access.acl());
-        match self.call(deadline, move |zk| {
-            zk.create(&path, Vec::new(), acl, CreateMode::Ephemeral)
-        }) {
+        match self.call(deadline, move |zk| zk.create(&path, Vec::new(), acl, mode)) {
             Ok(_) | Err(CallError::NodeExists) => Ok(()),
             Err(e) => Err(e),
         }

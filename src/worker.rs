@@ -598,7 +598,6 @@ impl Worker {
         }
         let present: HashSet<&String> = order.iter().collect();
         self.data.retain(|name, _| present.contains(name));
-        let mut gone = HashSet::new();
         for name in &order {
             if self.data.contains_key(name) {
                 continue;
@@ -611,15 +610,12 @@ impl Worker {
                     }
                     self.data.insert(name.clone(), (owner != 0).then_some(data));
                 }
-                Err(CallError::NoNode) => {
-                    gone.insert(name.clone());
-                }
+                Err(CallError::NoNode) => {} // left meanwhile: not in `data`, so dropped below
                 Err(e) => return self.on_watcher_error(e),
             }
         }
-        order.retain(|name| {
-            !gone.contains(name) && self.data.get(name).is_some_and(Option::is_some)
-        });
+        // Members are the children whose data we hold and that are ephemeral.
+        order.retain(|name| self.data.get(name).is_some_and(Option::is_some));
         self.blocked = false;
         let rank = self
             .own
