@@ -345,14 +345,12 @@ fn a_server_that_stops_answering_costs_the_lease_not_the_process() {
         a.wait_until_master(Duration::from_secs(20)),
         "a leads again"
     );
-    assert_ne!(
-        a.member_name().unwrap(),
-        first,
-        "with a node of a new session"
-    );
+    // A frozen server does not expire sessions, so `a` may have kept its node; if it
+    // had to start a new session, its old node must be gone. Either way one node is left.
+    eprintln!("{first} is now {}", a.member_name().unwrap());
     let zk = raw_client(&server.connect_string());
-    wait_for(SOON, "old nodes are gone", || {
-        children(&zk, "/paused").len() == 1
+    wait_for(SOON, "a's current node is the only one left", || {
+        children(&zk, "/paused") == [a.member_name().unwrap()]
     });
 }
 
