@@ -89,6 +89,34 @@ pub fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Waits (at most 5 s) until every thread of process `pid` is stopped by a signal (`stopped`)
+/// or none is. Signal delivery is asynchronous: `kill` returns before the threads stop, so a
+/// test that freezes a process must wait for this before it relies on the process being frozen.
+pub fn wait_until_stopped(pid: u32, stopped: bool) {
+    let what = if stopped { "stop" } else { "resume" };
+    let all_threads = || {
+        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+            return true; // gone: nothing left to stop or resume
+        };
+        tasks.flatten().all(|task| {
+            let stat = fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // "tid (comm) S ...": the state follows the last ')'; 'T' stopped, 't' traced.
+            let state = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 1..].trim_start().chars().next());
+            match state {
+                None | Some('Z' | 'X') => true, // the thread exited meanwhile
+                Some(s) => matches!(s, 'T' | 't') == stopped,
+            }
+        })
+    };
+    wait_for(
+        Duration::from_secs(5),
+        &format!("process {pid} to {what}"),
+        all_threads,
+    );
+}
+
 /// Returns a connected client of the `zookeeper` crate (requested session timeout
 /// [`RAW_CLIENT_SESSION_TIMEOUT`]). See [`raw_client_with_timeout`].
 pub fn raw_client(connect: &str) -> ZooKeeper {
@@ -365,6 +393,9 @@ impl ZkProcess {
 
     /// Sends `signal` (e.g. `"STOP"`) with the shell's builtin `kill` (`/bin/kill` comes with
     /// procps, which minimal images lack).
+    /// `STOP` and `CONT` return once every thread of the JVM has stopped or resumed: the kernel
+    /// stops each thread only when it next runs, so on a busy machine a just-signalled JVM can
+    /// still answer a request.
     fn signal(&self, signal: &str) {
         let status = Command::new("sh")
             .args(["-c", "kill -s \"$1\" \"$2\"", "zk-signal", signal])
@@ -372,6 +403,11 @@ impl ZkProcess {
             .status()
             .expect("run sh -c kill");
         assert!(status.success(), "kill -{signal} {} failed", self.pid());
+        match signal {
+            "STOP" => wait_until_stopped(self.pid(), true),
+            "CONT" => wait_until_stopped(self.pid(), false),
+            _ => {}
+        }
     }
 
     /// SIGKILL (works on a paused JVM too) and reap.
