@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::overlap::{self, monotonic_ns, Event, Report, Source, TraceDir};
 use common::proxy::{Mode, Proxy};
-use common::{four_letter_word, raw_client, worker_binary, Ensemble, ZkServer};
+use common::{four_letter_word, raw_client, signal, worker_binary, Ensemble, ZkServer};
 use zookeeper::ZooKeeper;
 
 /// Session timeout of every worker. The servers' tick is 200 ms: sessions expire on 200 ms
@@ -44,18 +44,6 @@ fn ms(d: Duration) -> String {
 /// `d` in session timeouts.
 fn in_t(d: Duration) -> String {
     format!("{:.2} T", d.as_secs_f64() / SESSION.as_secs_f64())
-}
-
-/// Sends a signal to a process; SIGSTOP and SIGCONT return once it has taken effect.
-fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill(2) with a pid of a child we own (not reaped while `Worker` exists).
-    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
-    match sig {
-        libc::SIGSTOP => common::wait_until_stopped(pid, true),
-        libc::SIGCONT => common::wait_until_stopped(pid, false),
-        _ => {}
-    }
 }
 
 /// The sequence number of a member node name such as `worker0000000003`.

@@ -89,10 +89,26 @@ pub fn wait_for(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Sends signal `sig` to process `pid`, a child of the test that is not reaped yet (so its pid
+/// cannot have been reused). SIGSTOP and SIGCONT return only once every thread of the process
+/// has stopped or resumed: `kill(2)` returns before the kernel stops each thread (a thread stops
+/// when it next runs), so on a busy machine a process just sent SIGSTOP can still answer a
+/// request.
+pub fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) takes no pointers; the pid is a child we have not reaped.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
+    let error = std::io::Error::last_os_error();
+    assert_eq!(rc, 0, "kill({pid}, {sig}) failed: {error}");
+    match sig {
+        libc::SIGSTOP => wait_until_stopped(pid, true),
+        libc::SIGCONT => wait_until_stopped(pid, false),
+        _ => {}
+    }
+}
+
 /// Waits (at most 5 s) until every thread of process `pid` is stopped by a signal (`stopped`)
-/// or none is. Signal delivery is asynchronous: `kill` returns before the threads stop, so a
-/// test that freezes a process must wait for this before it relies on the process being frozen.
-pub fn wait_until_stopped(pid: u32, stopped: bool) {
+/// or none is.
+fn wait_until_stopped(pid: u32, stopped: bool) {
     let what = if stopped { "stop" } else { "resume" };
     let all_threads = || {
         let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
@@ -391,25 +407,6 @@ impl ZkProcess {
         }
     }
 
-    /// Sends `signal` (e.g. `"STOP"`) with the shell's builtin `kill` (`/bin/kill` comes with
-    /// procps, which minimal images lack).
-    /// `STOP` and `CONT` return once every thread of the JVM has stopped or resumed: the kernel
-    /// stops each thread only when it next runs, so on a busy machine a just-signalled JVM can
-    /// still answer a request.
-    fn signal(&self, signal: &str) {
-        let status = Command::new("sh")
-            .args(["-c", "kill -s \"$1\" \"$2\"", "zk-signal", signal])
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run sh -c kill");
-        assert!(status.success(), "kill -{signal} {} failed", self.pid());
-        match signal {
-            "STOP" => wait_until_stopped(self.pid(), true),
-            "CONT" => wait_until_stopped(self.pid(), false),
-            _ => {}
-        }
-    }
-
     /// SIGKILL (works on a paused JVM too) and reap.
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -594,18 +591,18 @@ impl ZkServer {
     /// Freezes the JVM (SIGSTOP): it keeps its sockets open but answers nothing, like a hung
     /// server or a black-holed network. Remember to [`resume`](Self::resume); `Drop` copes anyway.
     pub fn pause(&self) {
-        self.process
-            .as_ref()
-            .expect("server is stopped")
-            .signal("STOP");
+        signal(
+            self.process.as_ref().expect("server is stopped").pid(),
+            libc::SIGSTOP,
+        );
     }
 
     /// Unfreezes the JVM (SIGCONT).
     pub fn resume(&self) {
-        self.process
-            .as_ref()
-            .expect("server is stopped")
-            .signal("CONT");
+        signal(
+            self.process.as_ref().expect("server is stopped").pid(),
+            libc::SIGCONT,
+        );
     }
 }
 
@@ -820,22 +817,20 @@ impl Ensemble {
     /// Freezes server `i` (SIGSTOP). [`wait_quorum`](Self::wait_quorum) ignores paused servers.
     pub fn pause(&self, i: usize) {
         let member = &self.members[i];
-        member
-            .process
-            .as_ref()
-            .expect("server is stopped")
-            .signal("STOP");
+        signal(
+            member.process.as_ref().expect("server is stopped").pid(),
+            libc::SIGSTOP,
+        );
         member.paused.store(true, Ordering::SeqCst);
     }
 
     /// Unfreezes server `i` (SIGCONT).
     pub fn resume(&self, i: usize) {
         let member = &self.members[i];
-        member
-            .process
-            .as_ref()
-            .expect("server is stopped")
-            .signal("CONT");
+        signal(
+            member.process.as_ref().expect("server is stopped").pid(),
+            libc::SIGCONT,
+        );
         member.paused.store(false, Ordering::SeqCst);
     }
 

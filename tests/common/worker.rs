@@ -99,22 +99,12 @@ impl Worker {
 
     /// SIGTERM.
     pub fn terminate(&self) {
-        self.signal("TERM");
+        super::signal(self.pid(), libc::SIGTERM);
     }
 
     /// SIGINT, as ctrl-c sends.
     pub fn interrupt(&self) {
-        self.signal("INT");
-    }
-
-    /// Sends a signal by name (`STOP`, `CONT`, ...).
-    pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
+        super::signal(self.pid(), libc::SIGINT);
     }
 
     /// Waits for the process to exit and returns its exit code.
