@@ -2,16 +2,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::thread;
-use std::time::{Duration, Instant};
 
-use common::{Worker, ZkServer};
+use common::{LogLines, Worker, ZkServer};
 
-/// The original script, its stdout lines on a channel; `None` without python3 and kazoo.
-fn original(connect: &str) -> Option<(Child, Receiver<String>)> {
+/// The original script and its stdout lines; `None` without python3 and kazoo.
+fn original(connect: &str) -> Option<(Child, LogLines)> {
     let has_kazoo = Command::new("python3")
         .args(["-c", "import kazoo"])
         .status()
@@ -28,37 +24,18 @@ fn original(connect: &str) -> Option<(Child, Receiver<String>)> {
         .spawn()
         .expect("start the original script");
     let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            eprintln!("[original] {line}");
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Some((child, rx))
-}
-
-fn expect_line(lines: &Receiver<String>, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-        if line.ends_with(text) {
-            return;
-        }
-    }
-    panic!("the original script never said {text:?}");
+    Some((child, LogLines::follow(stdout, "original")))
 }
 
 #[test]
 fn the_worker_and_the_original_script_share_a_group() {
     common::init_logging();
     let server = ZkServer::start();
-    let Some((mut script, lines)) = original(&server.connect_string()) else {
+    let Some((mut script, mut lines)) = original(&server.connect_string()) else {
         return;
     };
-    expect_line(&lines, "register ok! I'm worker0000000000");
-    expect_line(&lines, "I've become master!");
+    lines.expect("register ok! I'm worker0000000000");
+    lines.expect("I've become master!");
 
     let mut ours = Worker::spawn(&server.connect_string(), "/Roles/workers", 2000);
     ours.expect("register ok! I'm worker0000000001");
@@ -69,14 +46,14 @@ fn the_worker_and_the_original_script_share_a_group() {
     let _ = script.wait();
     ours.expect("I've become master!");
 
-    let Some((mut second, lines)) = original(&server.connect_string()) else {
+    let Some((mut second, mut lines)) = original(&server.connect_string()) else {
         return;
     };
-    expect_line(&lines, "register ok! I'm worker0000000002");
-    expect_line(&lines, "['worker0000000001'] is masters, I'm slave");
+    lines.expect("register ok! I'm worker0000000002");
+    lines.expect("['worker0000000001'] is masters, I'm slave");
     ours.terminate();
     assert_eq!(ours.wait_exit(), Some(0));
-    expect_line(&lines, "I've become master!");
+    lines.expect("I've become master!");
     let _ = second.kill();
     let _ = second.wait();
 }

@@ -41,7 +41,7 @@ pub mod overlap;
 pub mod proxy;
 mod worker;
 #[allow(unused_imports)] // not every test binary starts workers
-pub use worker::{worker_binary, Worker};
+pub use worker::{worker_binary, LogLines, Worker};
 
 /// Tick of every test server. Session timeouts are clamped by the servers to
 /// `[2, 20]` ticks = 400 ms ..= 4 s unless [`ZkServerBuilder`] sets other bounds.

@@ -1,6 +1,6 @@
 //! The example worker as a child process, with its log lines readable one by one.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -13,8 +13,47 @@ const LINE_TIMEOUT: Duration = Duration::from_secs(20);
 /// A running `examples/worker` process.
 pub struct Worker {
     child: Child,
+    log: LogLines,
+}
+
+/// The lines a child process writes to one of its pipes, read on a thread of their own and
+/// echoed to the test output with a label.
+pub struct LogLines {
     lines: Receiver<String>,
+    /// Lines passed over by [`expect`](Self::expect), for its panic message.
     seen: Vec<String>,
+}
+
+impl LogLines {
+    /// Follows `pipe`, echoing each line as `[label] line`.
+    pub fn follow(pipe: impl Read + Send + 'static, label: &'static str) -> LogLines {
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                eprintln!("[{label}] {line}");
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LogLines {
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (at most 20 s) for a line that ends with `text` and returns it.
+    pub fn expect(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.ends_with(text) => return line,
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no line ending in {text:?}; saw {:#?}", self.seen),
+            }
+        }
+    }
 }
 
 /// The example binary, which `cargo test` builds next to the test binaries.
@@ -57,33 +96,15 @@ impl Worker {
             .spawn()
             .expect("spawn the example worker");
         let stderr = child.stderr.take().expect("stderr");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[worker] {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         Worker {
             child,
-            lines,
-            seen: Vec::new(),
+            log: LogLines::follow(stderr, "worker"),
         }
     }
 
     /// Waits for a log line that ends with `text` and returns it.
     pub fn expect(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + LINE_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.ends_with(text) => return line,
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("no line ending in {text:?}; saw {:#?}", self.seen),
-            }
-        }
+        self.log.expect(text)
     }
 
     /// The process id.
