@@ -73,7 +73,8 @@ pub(crate) struct Worker {
     timeout: Duration,
     margin: Duration,
     own: Option<Own>,
-    /// The watcher generation and path of the deletion watch on our node.
+    /// The watcher generation and path of the deletion watch on our node
+    /// (generations only grow, so a new watcher never matches an old entry).
     own_watched: Option<(u64, String)>,
     /// Nodes of ours that must go: paths, and sessions whose nodes (other
     /// than the current one) are strays.
@@ -222,15 +223,11 @@ impl Worker {
             Notice::Reconnected(g) if is(&self.member, g) => self.on_member_reconnected(),
             Notice::Reconnected(g) if is(&self.watcher, g) => {
                 // The crate does not restore watches or credentials.
-                self.own_watched = None;
-                self.watcher = None;
-                self.next_watcher = Instant::now();
+                self.drop_watcher(Instant::now());
             }
             Notice::Dead(g) if is(&self.member, g) => self.lose_session("the session ended"),
             Notice::Dead(g) | Notice::Disconnected(g) if is(&self.watcher, g) => {
-                self.watcher = None;
-                self.own_watched = None;
-                self.next_watcher = Instant::now();
+                self.drop_watcher(Instant::now());
             }
             _ => {}
         }
@@ -384,7 +381,6 @@ impl Worker {
             .authenticate(deadline)
             .map_err(|e| self.error("add_auth", "/", e))?;
         self.watcher = Some(watcher);
-        self.own_watched = None;
         self.stale = true;
         Ok(())
     }
@@ -735,9 +731,15 @@ impl Worker {
 
     fn on_watcher_error(&mut self, e: CallError) {
         log::debug!("the watcher session failed ({e:?}); starting another");
+        let retry_at = Instant::now() + self.next_backoff();
+        self.drop_watcher(retry_at);
+    }
+
+    /// Gives up the watcher session; another starts at `retry_at`. Its
+    /// watches go with it (the deletion watch is tagged with its generation).
+    fn drop_watcher(&mut self, retry_at: Instant) {
         self.watcher = None;
-        self.own_watched = None;
-        self.next_watcher = Instant::now() + self.next_backoff();
+        self.next_watcher = retry_at;
     }
 
     /// Steps down and drops both sessions; a new one starts after a pause.
@@ -752,7 +754,6 @@ impl Worker {
             self.stray_paths.push(own.path);
         }
         self.watcher = None;
-        self.own_watched = None;
         self.lease_until = None;
         self.order.clear();
         self.data.clear();
