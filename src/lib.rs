@@ -37,6 +37,7 @@
 mod callbacks;
 mod client;
 mod config;
+mod core;
 mod election;
 mod error;
 mod member;

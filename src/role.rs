@@ -84,3 +84,23 @@ pub struct RoleChange {
     /// When the change happened.
     pub at: std::time::Instant,
 }
+
+impl RoleChange {
+    pub(crate) fn new(
+        old: Role,
+        new: Role,
+        member: Option<String>,
+        masters: Vec<Member>,
+        connection: Connection,
+        at: std::time::Instant,
+    ) -> RoleChange {
+        RoleChange {
+            old,
+            new,
+            member,
+            masters,
+            connection,
+            at,
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! The watcher session: the group as last read, the claims check before a
+//! promotion, the deletion watch on our node, and the role they give.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use super::{Answer, Command, Core, Failure, Op, Phase, Purpose, SessionId, Slot, Why};
+use crate::member::{in_election_order, sequence_of, Member};
+use crate::role::Role;
+
+/// What the watcher knows of the group.
+#[derive(Debug, Default)]
+pub(super) struct Group {
+    /// The group must be read again (a watch fired, or we changed it).
+    pub(super) stale: bool,
+    /// Member names in election order, as of the last completed read.
+    order: Vec<String>,
+    /// Each child's data and owner, once read; `None` for a persistent
+    /// node, which is never a member.
+    data: HashMap<String, Option<(Vec<u8>, i64)>>,
+    /// A claim names a member node that is gone: no promotion until it goes.
+    blocked: bool,
+    refresh: Refresh,
+    own_watch: OwnWatch,
+}
+
+/// Where a read of the group is.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+enum Refresh {
+    #[default]
+    Idle,
+    Listing,
+    /// Reading the data of new children.
+    Reading {
+        children: Vec<String>,
+        left: usize,
+    },
+    /// About to become master: checking the claims before applying `order`.
+    Claims {
+        order: Vec<String>,
+    },
+}
+
+/// The deletion watch on our node, in the watcher session.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+enum OwnWatch {
+    #[default]
+    None,
+    Asked(SessionId, String),
+    Set(SessionId, String),
+    /// The watcher's server does not have the node yet: a creation watch is
+    /// set, and firing asks again.
+    Awaiting(SessionId, String),
+}
+
+impl Group {
+    /// Every member in election order, with its data.
+    pub(super) fn members(&self) -> Vec<Member> {
+        self.order
+            .iter()
+            .filter_map(|name| {
+                let data = self.data.get(name)?.as_ref()?.0.clone();
+                Member::parse(name, data)
+            })
+            .collect()
+    }
+
+    pub(super) fn watcher_connected(&mut self) {
+        self.stale = true;
+        self.own_watch = OwnWatch::None;
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.order.iter().position(|n| n == name)
+    }
+}
+
+impl Core {
+    /// Opens the watcher session when due, reads the group when stale, and
+    /// keeps a deletion watch on our node.
+    pub(super) fn step_watcher(&mut self, now: Instant) {
+        match &self.watcher {
+            Slot::Idle { retry_at } if now >= *retry_at => {
+                self.watcher = self.open(Purpose::Watcher, now);
+                return;
+            }
+            Slot::Opening { since, .. } if now >= self.open_deadline(*since) => {
+                return self.lose_watcher("no session was established in time", now);
+            }
+            Slot::Open(s) if s.conn.is_none() && now >= self.suspend_deadline(s.since) => {
+                return self.lose_watcher("disconnected for two session timeouts", now);
+            }
+            _ => {}
+        }
+        let Some((session, conn)) = self.watcher.connected() else {
+            return;
+        };
+        if self.group.stale && self.group.refresh == Refresh::Idle {
+            self.group.stale = false;
+            self.group.refresh = Refresh::Listing;
+            let op = Op::Children {
+                path: self.settings.group.clone(),
+                watch: true,
+            };
+            self.send(session, conn, op, Why::ListGroup, now);
+        }
+        if let Some(path) = self.node.path().map(str::to_owned) {
+            let current = match &self.group.own_watch {
+                OwnWatch::None => false,
+                OwnWatch::Asked(s, p) | OwnWatch::Set(s, p) | OwnWatch::Awaiting(s, p) => {
+                    *s == session && *p == path
+                }
+            };
+            if !current {
+                self.group.own_watch = OwnWatch::Asked(session, path.clone());
+                let op = Op::Exists {
+                    path: path.clone(),
+                    watch: true,
+                };
+                self.send(session, conn, op, Why::WatchOwn { path }, now);
+            }
+        }
+    }
+
+    /// Gives up the watcher session; another starts after a pause.
+    pub(super) fn lose_watcher(&mut self, why: &str, now: Instant) {
+        log::debug!("the watcher session failed ({why}); starting another");
+        if let Some(session) = self.watcher.id() {
+            self.commands.push_back(Command::Close { session });
+            self.pending.retain(|_, p| p.session != session);
+        }
+        self.watcher = Slot::Idle {
+            retry_at: self.next_backoff(now),
+        };
+        self.group.refresh = Refresh::Idle;
+        self.group.stale = true;
+        self.group.own_watch = OwnWatch::None;
+        self.note_failure(why, now);
+    }
+
+    /// A watch fired on `path` in the watcher session.
+    pub(super) fn on_watched_change(&mut self, path: &str) {
+        if let OwnWatch::Awaiting(_, p) = &self.group.own_watch {
+            if p == path {
+                self.group.own_watch = OwnWatch::None;
+            }
+        }
+        self.group.stale = true;
+    }
+
+    pub(super) fn on_group_listed(&mut self, result: Result<Answer, Failure>, now: Instant) {
+        if self.group.refresh != Refresh::Listing {
+            return;
+        }
+        match result {
+            Ok(Answer::Children(children)) => {
+                let present: HashSet<&String> = children.iter().collect();
+                self.group.data.retain(|name, _| present.contains(name));
+                let missing: Vec<String> = children
+                    .iter()
+                    .filter(|name| !self.group.data.contains_key(*name))
+                    .cloned()
+                    .collect();
+                self.group.refresh = Refresh::Reading {
+                    left: missing.len(),
+                    children,
+                };
+                let Some((session, conn)) = self.watcher.connected() else {
+                    return;
+                };
+                for name in missing {
+                    let path = format!("{}/{name}", self.settings.group);
+                    self.send(
+                        session,
+                        conn,
+                        Op::Data { path },
+                        Why::ReadMember { name },
+                        now,
+                    );
+                }
+                self.finish_reading(now);
+            }
+            Err(Failure::NoNode) => {
+                log::warn!("group {} was deleted", self.settings.group);
+                self.group.refresh = Refresh::Idle;
+                self.group.data.clear();
+                self.apply_order(Vec::new(), false);
+                // Our node went with it; registering again recreates the group.
+                self.step_down_from_deleted_node(now);
+                self.group.stale = false;
+            }
+            Err(e) => self.lose_watcher(&format!("get_children failed: {e:?}"), now),
+            Ok(other) => log::error!("unexpected answer to get_children: {other:?}"),
+        }
+    }
+
+    pub(super) fn on_member_read(
+        &mut self,
+        name: String,
+        result: Result<Answer, Failure>,
+        now: Instant,
+    ) {
+        let Refresh::Reading { left, .. } = &mut self.group.refresh else {
+            return;
+        };
+        *left = left.saturating_sub(1);
+        match result {
+            Ok(Answer::Data(data, stat)) => {
+                if stat.owner == 0 {
+                    log::warn!("{name} is a persistent node: not counted as a member");
+                }
+                let member = (stat.owner != 0).then_some((data, stat.owner));
+                self.group.data.insert(name, member);
+            }
+            Err(Failure::NoNode) => {} // left meanwhile: not in `data`, so dropped
+            Err(e) => return self.lose_watcher(&format!("get_data failed: {e:?}"), now),
+            Ok(other) => log::error!("unexpected answer to get_data: {other:?}"),
+        }
+        self.finish_reading(now);
+    }
+
+    /// Once every new child's data is in: the new order, strays of ours, and
+    /// the claims check when this member is about to become master.
+    fn finish_reading(&mut self, now: Instant) {
+        let Refresh::Reading { children, left: 0 } = &self.group.refresh else {
+            return;
+        };
+        let mut order = in_election_order(children.clone());
+        order.retain(|name| self.group.data.get(name).is_some_and(Option::is_some));
+        self.find_strays(&order);
+        let own = self.node.own().map(|o| (o.name.clone(), o.path.clone()));
+        if let Some((name, path)) = &own {
+            if !order.contains(name) {
+                self.confirm_own(path.clone(), now);
+            }
+        }
+        let rank = own.and_then(|(name, _)| order.iter().position(|n| *n == name));
+        let promoting =
+            rank.is_some_and(|r| r < self.settings.masters) && self.notified.0 != Role::Master;
+        #[cfg(test)]
+        let promoting = promoting && self.settings.mutant != super::Mutant::NoClaimsCheck;
+        match self.watcher.connected() {
+            Some((session, conn)) if promoting => {
+                self.group.refresh = Refresh::Claims { order };
+                let op = Op::Children {
+                    path: self.claims_dir(),
+                    watch: true,
+                };
+                self.send(session, conn, op, Why::ListClaims, now);
+            }
+            _ => self.apply_order(order, false),
+        }
+    }
+
+    pub(super) fn on_claims_listed(&mut self, result: Result<Answer, Failure>, now: Instant) {
+        let Refresh::Claims { order } = std::mem::take(&mut self.group.refresh) else {
+            return;
+        };
+        let blocked = match result {
+            Ok(Answer::Children(claims)) => {
+                let members: HashSet<&String> = order.iter().collect();
+                let orphaned: Vec<&String> = claims
+                    .iter()
+                    .filter(|c| sequence_of(c).is_some() && !members.contains(c))
+                    .collect();
+                if !orphaned.is_empty() {
+                    log::info!("waiting for {orphaned:?} to step down: their nodes are gone");
+                }
+                !orphaned.is_empty()
+            }
+            Err(Failure::NoNode) => false,
+            Err(e) => return self.lose_watcher(&format!("get_children failed: {e:?}"), now),
+            Ok(other) => {
+                log::error!("unexpected answer to get_children: {other:?}");
+                true
+            }
+        };
+        self.apply_order(order, blocked);
+    }
+
+    fn apply_order(&mut self, order: Vec<String>, blocked: bool) {
+        self.group.order = order;
+        self.group.blocked = blocked;
+        self.group.refresh = Refresh::Idle;
+    }
+
+    /// Member nodes of sessions we gave up, and any other node of the current
+    /// session (left by a create whose reply was lost), must go.
+    fn find_strays(&mut self, order: &[String]) {
+        let current = self.node.own().map(|o| (o.owner, o.name.clone()));
+        for name in order {
+            let Some(Some((_, owner))) = self.group.data.get(name) else {
+                continue;
+            };
+            let ours_elsewhere = current
+                .as_ref()
+                .is_some_and(|(session, own)| session == owner && own != name);
+            if ours_elsewhere || self.old_sessions.contains(owner) {
+                let path = format!("{}/{name}", self.settings.group);
+                if !self.strays.contains(&path) {
+                    log::info!("{path} is a stray of ours: deleting it");
+                    self.strays.push(path);
+                }
+            }
+        }
+    }
+
+    /// The watcher's list lacks our node: ask the member session, whose
+    /// answer also renews the lease. The watcher's server may just be behind.
+    fn confirm_own(&mut self, path: String, now: Instant) {
+        let asked = self
+            .pending
+            .values()
+            .any(|p| matches!(p.why, Why::ConfirmOwn { .. }));
+        if let (false, Some((session, conn))) = (asked, self.member.connected()) {
+            let op = Op::Exists {
+                path: path.clone(),
+                watch: false,
+            };
+            self.send(session, conn, op, Why::ConfirmOwn { path }, now);
+        }
+    }
+
+    pub(super) fn on_own_watched(
+        &mut self,
+        session: SessionId,
+        path: String,
+        result: Result<Answer, Failure>,
+        now: Instant,
+    ) {
+        if self.group.own_watch != OwnWatch::Asked(session, path.clone()) {
+            return;
+        }
+        self.group.own_watch = match result {
+            Ok(Answer::Stat(Some(_))) => OwnWatch::Set(session, path),
+            Ok(Answer::Stat(None)) => OwnWatch::Awaiting(session, path),
+            Err(e) => return self.lose_watcher(&format!("exists failed: {e:?}"), now),
+            Ok(other) => {
+                log::error!("unexpected answer to exists: {other:?}");
+                OwnWatch::None
+            }
+        };
+    }
+
+    /// Joined once our node and claim are held and a read of the group shows it.
+    pub(super) fn joined(&self) -> bool {
+        self.node.own().is_some_and(|own| {
+            own.claim == super::member::Claim::Held && self.group.position(&own.name).is_some()
+        })
+    }
+
+    /// The role our node, the group and the lease give at `now`.
+    pub(super) fn role_at(&self, now: Instant) -> Role {
+        if !matches!(self.phase, Phase::Running | Phase::Joining { .. }) {
+            return Role::Offline;
+        }
+        let Some(own) = self.node.own() else {
+            return Role::Offline;
+        };
+        let Some(rank) = self.group.position(&own.name) else {
+            return Role::Offline;
+        };
+        let leased = self.lease_until.is_some_and(|end| now < end);
+        if rank >= self.settings.masters || (self.group.blocked && self.notified.0 != Role::Master)
+        {
+            Role::Slave
+        } else if leased && own.claim == super::member::Claim::Held {
+            Role::Master
+        } else {
+            Role::Offline
+        }
+    }
+}

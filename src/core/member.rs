@@ -1,0 +1,543 @@
+//! The member session: this member's node, its claim, the lease, strays,
+//! resigning and requeueing.
+
+use std::time::Instant;
+
+use super::{
+    later, AfterEnsure, Answer, Command, Core, Failure, Mode, Op, Phase, Purpose, Slot, Why,
+};
+use crate::error::Error;
+
+/// This member's node in the current member session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Node {
+    /// None: one is created once the member session is connected.
+    Absent,
+    /// The group's path is being created, then the node.
+    EnsuringGroup,
+    Creating,
+    /// Created; its stat (owner, czxid) is being read.
+    Confirming,
+    Held(Own),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Own {
+    pub(super) path: String,
+    pub(super) name: String,
+    /// The session that owns it.
+    pub(super) owner: i64,
+    pub(super) czxid: i64,
+    pub(super) claim: Claim,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Claim {
+    Absent,
+    /// Being created (with the claims' path first, if that was missing).
+    Creating,
+    Held,
+}
+
+impl Node {
+    pub(super) fn own(&self) -> Option<&Own> {
+        match self {
+            Node::Held(own) => Some(own),
+            _ => None,
+        }
+    }
+
+    pub(super) fn path(&self) -> Option<&str> {
+        self.own().map(|o| o.path.as_str())
+    }
+
+    pub(super) fn name(&self) -> Option<&str> {
+        self.own().map(|o| o.name.as_str())
+    }
+
+    pub(super) fn czxid(&self) -> Option<u64> {
+        self.own().map(|o| o.czxid as u64)
+    }
+}
+
+impl Core {
+    /// Where claims live: a sibling of the group, so that deleting the group
+    /// by hand leaves them.
+    pub(super) fn claims_dir(&self) -> String {
+        format!("{}.claims", self.settings.group)
+    }
+
+    pub(super) fn claim_path(&self, name: &str) -> String {
+        format!("{}/{name}", self.claims_dir())
+    }
+
+    /// Opens the member session when due, and sends what the node needs.
+    pub(super) fn step_member(&mut self, now: Instant) {
+        match &self.member {
+            Slot::Idle { retry_at } if now >= *retry_at => {
+                self.member = self.open(Purpose::Member, now);
+                return;
+            }
+            Slot::Opening { id, since } if now >= self.open_deadline(*since) => {
+                let id = *id;
+                self.commands.push_back(Command::Close { session: id });
+                self.member = Slot::Idle { retry_at: now };
+                return self.note_failure("no session was established in time", now);
+            }
+            Slot::Open(s) if s.conn.is_none() && now >= self.suspend_deadline(s.since) => {
+                return self.lose_member("disconnected for two session timeouts", now);
+            }
+            _ => {}
+        }
+        let Some((session, conn)) = self.member.connected() else {
+            return;
+        };
+        if self.node == Node::Absent {
+            self.node = Node::Creating;
+            self.send_create_member(session, conn, now);
+        }
+        let claim_missing = self
+            .node
+            .own()
+            .filter(|own| own.claim == Claim::Absent)
+            .map(|own| own.name.clone());
+        if let Some(name) = claim_missing {
+            self.set_claim(Claim::Creating);
+            let path = self.claim_path(&name);
+            self.send(
+                session,
+                conn,
+                create(path, Mode::Ephemeral),
+                Why::CreateClaim { name },
+                now,
+            );
+        }
+        if !self.strays.is_empty() && !self.deleting_strays() && now >= self.strays_retry_at {
+            for path in self.strays.clone() {
+                self.send(
+                    session,
+                    conn,
+                    Op::Delete { path: path.clone() },
+                    Why::DeleteStray { path },
+                    now,
+                );
+            }
+        }
+        if self.renewal_due_soon() && now >= self.renew_at {
+            if let Some(path) = self.node.path().map(str::to_owned) {
+                self.renew_at = later(now, (self.settings.renewal_interval)(self.timeout));
+                let op = Op::Exists {
+                    path: path.clone(),
+                    watch: false,
+                };
+                self.send(session, conn, op, Why::Renew { path }, now);
+            }
+        }
+    }
+
+    /// Whether a renewal will be due: a node is held and none is in flight.
+    pub(super) fn renewal_due_soon(&self) -> bool {
+        self.node.own().is_some()
+            && !self
+                .pending
+                .values()
+                .any(|p| matches!(p.why, Why::Renew { .. }))
+    }
+
+    pub(super) fn deleting_strays(&self) -> bool {
+        self.pending
+            .values()
+            .any(|p| matches!(p.why, Why::DeleteStray { .. }))
+    }
+
+    fn send_create_member(&mut self, session: super::SessionId, conn: super::Conn, now: Instant) {
+        let prefix = format!("{}/{}", self.settings.group, self.settings.prefix);
+        let op = Op::Create {
+            path: prefix,
+            data: self.settings.data.clone(),
+            mode: Mode::EphemeralSequential,
+        };
+        self.send(session, conn, op, Why::CreateMember, now);
+    }
+
+    /// Creates every segment of `target` as a persistent node (an existing
+    /// one is fine), in one go: a session's requests are applied in order.
+    fn ensure_path(&mut self, target: &str, then: AfterEnsure, now: Instant) {
+        let Some((session, conn)) = self.member.connected() else {
+            return;
+        };
+        let segments: Vec<String> = target
+            .match_indices('/')
+            .skip(1)
+            .map(|(i, _)| target[..i].to_owned())
+            .chain([target.to_owned()])
+            .collect();
+        let count = segments.len();
+        for (i, path) in segments.into_iter().enumerate() {
+            let last = (i + 1 == count).then_some(then);
+            self.send(
+                session,
+                conn,
+                create(path, Mode::Persistent),
+                Why::EnsurePath { last },
+                now,
+            );
+        }
+    }
+
+    pub(super) fn on_ensured(
+        &mut self,
+        last: Option<AfterEnsure>,
+        result: Result<Answer, Failure>,
+        now: Instant,
+    ) {
+        match result {
+            Ok(_) | Err(Failure::NodeExists) => {}
+            Err(e) => return self.member_failed("create", &self.settings.group.clone(), e, now),
+        }
+        let Some((session, conn)) = self.member.connected() else {
+            return;
+        };
+        match last {
+            Some(AfterEnsure::CreateMember) if self.node == Node::EnsuringGroup => {
+                self.node = Node::Creating;
+                self.send_create_member(session, conn, now);
+            }
+            Some(AfterEnsure::CreateClaim) => self.set_claim(Claim::Absent),
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_member_created(&mut self, result: Result<Answer, Failure>, now: Instant) {
+        match result {
+            Ok(Answer::Created(path)) => {
+                let Some((session, conn)) = self.member.connected() else {
+                    return;
+                };
+                self.node = Node::Confirming;
+                let op = Op::Exists {
+                    path: path.clone(),
+                    watch: false,
+                };
+                self.send(session, conn, op, Why::ConfirmMember { path }, now);
+            }
+            Err(Failure::NoNode) => {
+                log::info!("group {} is missing: creating it", self.settings.group);
+                self.node = Node::EnsuringGroup;
+                let group = self.settings.group.clone();
+                self.ensure_path(&group, AfterEnsure::CreateMember, now);
+            }
+            Err(e) => {
+                // An interrupted create may have created the node: any other
+                // node of this session found in the group is a stray.
+                self.node = Node::Absent;
+                let prefix = format!("{}/{}", self.settings.group, self.settings.prefix);
+                self.member_failed("create", &prefix, e, now);
+            }
+            Ok(other) => log::error!("unexpected answer to a create: {other:?}"),
+        }
+    }
+
+    pub(super) fn on_member_confirmed(
+        &mut self,
+        path: String,
+        result: Result<Answer, Failure>,
+        proof: Option<Instant>,
+        now: Instant,
+    ) {
+        let owner = self.member.open().map(|s| s.server_session);
+        match result {
+            Ok(Answer::Stat(Some(stat))) if Some(stat.owner) == owner => {
+                let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
+                log::debug!("registered {path} (session {:#x})", stat.owner);
+                self.node = Node::Held(Own {
+                    path,
+                    name,
+                    owner: stat.owner,
+                    czxid: stat.czxid,
+                    claim: Claim::Absent,
+                });
+                self.extend_lease(proof);
+                self.renew_at = later(now, (self.settings.renewal_interval)(self.timeout));
+                self.group.stale = true;
+                if self.requeue_waiting {
+                    self.requeue_waiting = false;
+                    self.commands.push_back(Command::Requeued(Ok(())));
+                }
+            }
+            Ok(_) => {
+                // Deleted at once by someone else: register again.
+                self.node = Node::Absent;
+                self.strays.push(path);
+            }
+            Err(e) => {
+                self.node = Node::Absent;
+                self.strays.push(path.clone());
+                self.member_failed("exists", &path, e, now);
+            }
+        }
+    }
+
+    pub(super) fn on_claim_created(
+        &mut self,
+        name: &str,
+        result: Result<Answer, Failure>,
+        now: Instant,
+    ) {
+        if self.node.name() != Some(name) {
+            // A claim for a node we no longer hold.
+            if result.is_ok() {
+                self.strays.push(self.claim_path(name));
+            }
+            return;
+        }
+        match result {
+            Ok(_) | Err(Failure::NodeExists) => self.set_claim(Claim::Held),
+            Err(Failure::NoNode) => {
+                let dir = self.claims_dir();
+                self.ensure_path(&dir, AfterEnsure::CreateClaim, now);
+            }
+            Err(e) => {
+                self.set_claim(Claim::Absent);
+                let path = self.claim_path(name);
+                self.member_failed("create", &path, e, now);
+            }
+        }
+    }
+
+    fn set_claim(&mut self, claim: Claim) {
+        if let Node::Held(own) = &mut self.node {
+            own.claim = claim;
+        }
+    }
+
+    /// The answer to a renewal (or a confirmation) of our node.
+    pub(super) fn on_renewed(
+        &mut self,
+        path: &str,
+        result: Result<Answer, Failure>,
+        proof: Option<Instant>,
+        now: Instant,
+    ) {
+        let Some(own) = self.node.own() else { return };
+        if own.path != path {
+            return;
+        }
+        match result {
+            Ok(Answer::Stat(Some(stat))) if stat.owner == own.owner => self.extend_lease(proof),
+            #[cfg(test)]
+            Ok(Answer::Stat(Some(_))) if self.settings.mutant == super::Mutant::NoOwnerCheck => {
+                self.extend_lease(proof)
+            }
+            Ok(_) => self.step_down_from_deleted_node(now),
+            Err(e) => self.member_failed("exists", path, e, now),
+        }
+    }
+
+    /// A read sent at `sent` showed our node alive in our session on the
+    /// connection it left on: the server cannot expire the session before
+    /// `sent + timeout`.
+    fn extend_lease(&mut self, proof: Option<Instant>) {
+        let Some(sent) = proof else { return };
+        let end = later(sent, self.timeout.saturating_sub(self.margin));
+        if self.lease_until.is_none_or(|current| end > current) {
+            self.lease_until = Some(end);
+        }
+    }
+
+    pub(super) fn on_stray_deleted(
+        &mut self,
+        path: String,
+        result: Result<Answer, Failure>,
+        now: Instant,
+    ) {
+        match result {
+            Ok(_) | Err(Failure::NoNode) => {
+                log::info!("deleted {path}, left by an earlier attempt");
+                self.strays.retain(|p| *p != path);
+            }
+            Err(e) => {
+                log::debug!("cannot delete {path} yet: {e:?}");
+                self.strays_retry_at = self.next_backoff(now);
+            }
+        }
+    }
+
+    /// Our node was deleted by someone else: step down at once, let the claim
+    /// go (so successors may take over) and register again.
+    pub(super) fn step_down_from_deleted_node(&mut self, now: Instant) {
+        let Node::Held(own) = std::mem::replace(&mut self.node, Node::Absent) else {
+            return;
+        };
+        log::warn!("member node {} was deleted: joining again", own.path);
+        self.lease_until = None;
+        self.strays.push(self.claim_path(&own.name));
+        self.strays_retry_at = now;
+        self.group.stale = true;
+    }
+
+    /// A request of the member session failed.
+    fn member_failed(&mut self, op: &'static str, path: &str, e: Failure, now: Instant) {
+        match e {
+            Failure::Interrupted(why) => {
+                // The connection is dropping; the backend says what comes next.
+                log::debug!("{op} {path} interrupted: {why}");
+                self.note_failure(&format!("{op} {path}: {why}"), now);
+            }
+            Failure::Denied(reason) => {
+                let error = Error::AccessDenied {
+                    op,
+                    path: path.to_owned(),
+                    reason,
+                };
+                if matches!(self.phase, Phase::Joining { .. }) {
+                    return self.finish_join(Err(error), now);
+                }
+                self.fail_requeue(error.clone());
+                self.lose_member(&error.to_string(), now);
+            }
+            Failure::NoNode | Failure::NodeExists | Failure::Refused(_) => {
+                let error = Error::Server {
+                    op,
+                    path: path.to_owned(),
+                    reason: format!("{e:?}"),
+                };
+                self.fail_requeue(error.clone());
+                self.lose_member(&error.to_string(), now);
+            }
+        }
+    }
+
+    /// Remembers why joining has not worked yet, for the join's error.
+    pub(super) fn note_failure(&mut self, why: &str, _now: Instant) {
+        if let Phase::Joining { last, .. } = &mut self.phase {
+            *last = why.to_owned();
+        }
+    }
+
+    fn fail_requeue(&mut self, error: Error) {
+        if self.requeue_waiting {
+            self.requeue_waiting = false;
+            self.commands.push_back(Command::Requeued(Err(error)));
+        }
+    }
+
+    /// Steps down and gives up the member session; a new one starts after a
+    /// pause. Its nodes go when the session ends, or from the next session.
+    pub(super) fn lose_member(&mut self, why: &str, now: Instant) {
+        log::warn!("{why}: stepping down and joining again with a new session");
+        self.note_failure(why, now);
+        if let Some(session) = self.member.id() {
+            self.commands.push_back(Command::Close { session });
+            self.pending.retain(|_, p| p.session != session);
+        }
+        if let Some(s) = self.member.open() {
+            self.old_sessions.push(s.server_session);
+        }
+        if let Node::Held(own) = std::mem::replace(&mut self.node, Node::Absent) {
+            self.strays.push(self.claim_path(&own.name));
+            self.strays.push(own.path);
+        }
+        self.fail_requeue(Error::Unreachable {
+            connect: self.settings.connect.clone(),
+            waited: self.settings.connect_timeout,
+            last: why.to_owned(),
+        });
+        self.lease_until = None;
+        self.member = Slot::Idle {
+            retry_at: self.next_backoff(now),
+        };
+        self.set_connection(crate::role::Connection::Lost, now);
+    }
+
+    /// Steps down at once, deletes the claim and then the node (in one go:
+    /// a session's requests are applied in order), and closes the sessions.
+    pub(super) fn resign(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Resigning { .. } | Phase::Done) {
+            return;
+        }
+        let wait = (self.timeout / 2).min(super::MAX_RESIGN_WAIT);
+        self.phase = Phase::Resigning {
+            deadline: later(now, wait),
+        };
+        self.lease_until = None;
+        self.fail_requeue(Error::Resigned);
+        if let Some(session) = self.watcher.id() {
+            self.commands.push_back(Command::Close { session });
+            self.pending.retain(|_, p| p.session != session);
+            self.watcher = Slot::Idle { retry_at: now };
+        }
+        self.pending
+            .retain(|_, p| !matches!(p.why, Why::Renew { .. }));
+        self.leave(now);
+        self.strays.clear();
+    }
+
+    /// Deletes our claim, our node and known strays on the member session.
+    fn leave(&mut self, now: Instant) {
+        let Some((session, conn)) = self.member.connected() else {
+            return;
+        };
+        let mut paths = Vec::new();
+        if let Node::Held(own) = std::mem::replace(&mut self.node, Node::Absent) {
+            paths.push(self.claim_path(&own.name));
+            paths.push(own.path);
+        }
+        paths.extend(self.strays.iter().cloned());
+        for path in paths {
+            self.send(
+                session,
+                conn,
+                Op::Delete { path: path.clone() },
+                Why::Leave { path },
+                now,
+            );
+        }
+    }
+
+    pub(super) fn on_left(&mut self, path: &str, result: Result<Answer, Failure>, _now: Instant) {
+        match result {
+            Ok(_) | Err(Failure::NoNode) => {}
+            Err(e) => {
+                log::warn!("could not delete {path} ({e:?}); it goes when the session ends");
+                if !matches!(self.phase, Phase::Resigning { .. }) {
+                    self.strays.push(path.to_owned());
+                }
+            }
+        }
+    }
+
+    /// Deletes our node and joins again at the back, in the same session.
+    pub(super) fn requeue(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Resigning { .. } | Phase::Done) {
+            self.commands
+                .push_back(Command::Requeued(Err(Error::Resigned)));
+            return;
+        }
+        if self.requeue_waiting {
+            return;
+        }
+        let Some((session, conn)) = self.member.connected() else {
+            // No node, or none we can delete now: the next one goes to the back anyway.
+            self.commands.push_back(Command::Requeued(Ok(())));
+            return;
+        };
+        if self.node.own().is_none() {
+            self.commands.push_back(Command::Requeued(Ok(())));
+            return;
+        }
+        self.lease_until = None;
+        self.requeue_waiting = true;
+        self.leave(now);
+        self.node = Node::Creating;
+        self.send_create_member(session, conn, now);
+    }
+}
+
+fn create(path: String, mode: Mode) -> Op {
+    Op::Create {
+        path,
+        data: Vec::new(),
+        mode,
+    }
+}

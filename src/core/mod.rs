@@ -1,0 +1,711 @@
+//! The election as a deterministic state machine: no threads, no clock
+//! reads, no network, no `zookeeper` crate types.
+//!
+//! It is fed [`Input`]s with the current time ([`Core::handle`]) and woken
+//! at [`Core::poll_timeout`] ([`Core::handle_timeout`]); it answers with
+//! [`Command`]s ([`Core::poll_command`]) that a driver carries out. The same
+//! core runs in the library (driven by `driver.rs` over a real backend) and
+//! in the simulator (`sim/`, tests only) over a model of ZooKeeper.
+//!
+//! It keeps two sessions. The *member* session holds this member's node and
+//! claim and does nothing else but renew the lease with an `exists` of the
+//! node; the *watcher* session reads and watches the group. A member may be
+//! master only while it also holds a *claim*: an ephemeral node named after
+//! its member node in a sibling of the group (`/Roles/workers.claims/...`),
+//! which it deletes only after stepping down. A member about to become master
+//! waits while a claim names a member node that is gone: that member may not
+//! have noticed yet that its node was deleted by hand.
+//!
+//! # The lease
+//! A reply to a request sent at `t` that shows our node alive, owned by our
+//! session, on the connection the request left on, proves the server had not
+//! expired the session at `t`: it cannot expire it before `t + timeout`. The
+//! lease ends at `t + timeout − margin`, where timeout is the smaller of the
+//! asked and the granted one. `t` is when the core emitted the request, which
+//! is no later than when it was really sent.
+
+mod group;
+mod io;
+mod member;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+pub(crate) use io::{
+    Answer, Command, Conn, Failure, Input, Mode, Op, Purpose, RequestId, SessionId, Stat, View,
+    WatchKind,
+};
+
+use crate::error::Error;
+use crate::member::Member;
+use crate::role::{Connection, Role, RoleChange};
+use group::Group;
+use member::Node;
+
+/// First wait before opening a session again; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Longest a resign waits for its deletions before it closes the session.
+const MAX_RESIGN_WAIT: Duration = Duration::from_secs(2);
+
+/// What the core needs to know of the configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// The connect string, for error messages.
+    pub(crate) connect: String,
+    pub(crate) group: String,
+    pub(crate) prefix: String,
+    pub(crate) masters: usize,
+    pub(crate) data: Vec<u8>,
+    /// The session timeout asked for.
+    pub(crate) session_timeout: Duration,
+    /// How long the first join may take.
+    pub(crate) connect_timeout: Duration,
+    pub(crate) lease_margin: Option<Duration>,
+    /// The spacing of lease renewals for a session timeout: the backend's
+    /// choice (the `zookeeper` 0.8 backend must not starve its own pings).
+    pub(crate) renewal_interval: fn(Duration) -> Duration,
+    /// A deliberate defect, for the simulator to prove it can fail.
+    #[cfg(test)]
+    pub(crate) mutant: Mutant,
+}
+
+impl Settings {
+    /// The settings for `config`, with the backend's renewal spacing.
+    pub(crate) fn new(
+        config: &crate::config::Config,
+        renewal_interval: fn(Duration) -> Duration,
+    ) -> Settings {
+        Settings {
+            connect: config.connect.clone(),
+            group: config.group.clone(),
+            prefix: config.prefix.clone(),
+            masters: config.masters,
+            data: config.data.clone(),
+            session_timeout: config.session_timeout,
+            connect_timeout: config.connect_timeout,
+            lease_margin: config.lease_margin,
+            renewal_interval,
+            #[cfg(test)]
+            mutant: Mutant::None,
+        }
+    }
+}
+
+/// Deliberate defects the simulator must catch.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Mutant {
+    #[default]
+    None,
+    /// The lease counted from when the reply came, not when the request left.
+    LeaseFromReceive,
+    /// Promotion without the claims check.
+    NoClaimsCheck,
+    /// A reply renews the lease whatever connection it came on.
+    AnyConnectionRenews,
+    /// A renewal accepts the node whoever owns it.
+    NoOwnerCheck,
+}
+
+/// `now + d`, or a moment a century away when that does not fit.
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
+/// Where the core is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// Until the first role is known, or `deadline`.
+    Joining {
+        deadline: Instant,
+        last: String,
+    },
+    Running,
+    /// Deleting its nodes before it closes the member session.
+    Resigning {
+        deadline: Instant,
+    },
+    /// Nothing more to do.
+    Done,
+}
+
+/// A session slot: the member's or the watcher's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    /// No session; open one at `retry_at`.
+    Idle {
+        retry_at: Instant,
+    },
+    /// Asked for; no answer yet.
+    Opening {
+        id: SessionId,
+        since: Instant,
+    },
+    Open(Session),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Session {
+    id: SessionId,
+    server_session: i64,
+    /// The current connection; `None` while disconnected.
+    conn: Option<Conn>,
+    /// When `conn` last changed.
+    since: Instant,
+}
+
+impl Slot {
+    fn id(&self) -> Option<SessionId> {
+        match self {
+            Slot::Idle { .. } => None,
+            Slot::Opening { id, .. } => Some(*id),
+            Slot::Open(s) => Some(s.id),
+        }
+    }
+
+    fn open(&self) -> Option<&Session> {
+        match self {
+            Slot::Open(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The session, while connected.
+    fn connected(&self) -> Option<(SessionId, Conn)> {
+        self.open().and_then(|s| Some((s.id, s.conn?)))
+    }
+}
+
+/// Why a request was sent: what to do with its reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Why {
+    /// A persistent node of the group's or the claims' path; `last` says
+    /// what to retry once the last segment is answered.
+    EnsurePath {
+        last: Option<AfterEnsure>,
+    },
+    CreateMember,
+    /// The stat of the node just created: its owner and czxid, and the lease.
+    ConfirmMember {
+        path: String,
+    },
+    CreateClaim {
+        name: String,
+    },
+    Renew {
+        path: String,
+    },
+    /// The watcher's list lacks our node: is it still there?
+    ConfirmOwn {
+        path: String,
+    },
+    DeleteStray {
+        path: String,
+    },
+    /// Deleting our claim and node to resign or requeue.
+    Leave {
+        path: String,
+    },
+    ListGroup,
+    ReadMember {
+        name: String,
+    },
+    ListClaims,
+    WatchOwn {
+        path: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterEnsure {
+    CreateMember,
+    CreateClaim,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pending {
+    session: SessionId,
+    /// When the core sent it, and on which connection.
+    sent: Instant,
+    conn: Conn,
+    deadline: Instant,
+    why: Why,
+}
+
+/// The election state machine of one member.
+#[derive(Debug)]
+pub(crate) struct Core {
+    settings: Settings,
+    commands: VecDeque<Command>,
+    phase: Phase,
+    next_id: u64,
+    rng: u64,
+    backoff: Duration,
+    pending: BTreeMap<RequestId, Pending>,
+    member: Slot,
+    watcher: Slot,
+    node: Node,
+    group: Group,
+    /// Paths of ours that must go: claims and nodes of earlier attempts.
+    strays: Vec<String>,
+    /// Sessions of ours given up: their member nodes are strays.
+    old_sessions: Vec<i64>,
+    strays_retry_at: Instant,
+    /// Lease timing, from the granted timeout.
+    timeout: Duration,
+    margin: Duration,
+    granted: Option<Duration>,
+    lease_until: Option<Instant>,
+    renew_at: Instant,
+    /// A requeue waits for the new node.
+    requeue_waiting: bool,
+    connection: Connection,
+    connection_since: Instant,
+    published: Option<View>,
+    /// The role, connection and masters the callbacks were last told of.
+    notified: (Role, Connection, Vec<Member>),
+}
+
+impl Core {
+    /// A core that starts joining at `now`; `seed` spreads its retries.
+    pub(crate) fn new(settings: Settings, now: Instant, seed: u64) -> Core {
+        let timeout = settings.session_timeout;
+        let mut core = Core {
+            phase: Phase::Joining {
+                deadline: later(now, settings.connect_timeout),
+                last: "no answer yet".into(),
+            },
+            commands: VecDeque::new(),
+            next_id: 0,
+            rng: seed | 1,
+            backoff: FIRST_BACKOFF,
+            pending: BTreeMap::new(),
+            member: Slot::Idle { retry_at: now },
+            watcher: Slot::Idle { retry_at: now },
+            node: Node::Absent,
+            group: Group::default(),
+            strays: Vec::new(),
+            old_sessions: Vec::new(),
+            strays_retry_at: now,
+            margin: settings
+                .lease_margin
+                .unwrap_or(timeout / 5)
+                .min(timeout / 2),
+            timeout,
+            granted: None,
+            lease_until: None,
+            renew_at: now,
+            requeue_waiting: false,
+            connection: Connection::Lost,
+            connection_since: now,
+            published: None,
+            notified: (Role::Offline, Connection::Lost, Vec::new()),
+            settings,
+        };
+        core.step(now);
+        core
+    }
+
+    /// Takes one input.
+    pub(crate) fn handle(&mut self, input: Input, now: Instant) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        match input {
+            Input::Connected {
+                session,
+                conn,
+                server_session,
+                granted,
+            } => self.on_connected(session, conn, server_session, granted, now),
+            Input::Disconnected { session } => self.on_disconnected(session, now),
+            Input::Lost { session, why } => self.on_lost(session, &why, now),
+            Input::Reply {
+                session,
+                request,
+                via,
+                result,
+            } => self.on_reply(session, request, via, result, now),
+            Input::Watch {
+                session,
+                path,
+                kind,
+            } => self.on_watch(session, &path, kind, now),
+            Input::Resign => self.resign(now),
+            Input::Requeue => self.requeue(now),
+        }
+        self.step(now);
+    }
+
+    /// Does what is due at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Done {
+            return;
+        }
+        let expired: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for request in expired {
+            if let Some(p) = self.pending.get(&request) {
+                log::debug!("request {:?} missed its deadline: cutting", p.why);
+                self.commands.push_back(Command::Cut { session: p.session });
+                let session = p.session;
+                self.on_reply(
+                    session,
+                    request,
+                    None,
+                    Err(Failure::Interrupted("no reply in time".into())),
+                    now,
+                );
+            }
+        }
+        self.step(now);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        let mut wake: Vec<Instant> = self.pending.values().map(|p| p.deadline).collect();
+        match &self.phase {
+            Phase::Done => return None,
+            Phase::Joining { deadline, .. } | Phase::Resigning { deadline } => wake.push(*deadline),
+            Phase::Running => {}
+        }
+        if !matches!(self.phase, Phase::Resigning { .. }) {
+            for slot in [&self.member, &self.watcher] {
+                match slot {
+                    Slot::Idle { retry_at } => wake.push(*retry_at),
+                    Slot::Opening { since, .. } => wake.push(self.open_deadline(*since)),
+                    Slot::Open(s) if s.conn.is_none() => wake.push(self.suspend_deadline(s.since)),
+                    Slot::Open(_) => {}
+                }
+            }
+            if self.member.connected().is_some() {
+                if self.renewal_due_soon() {
+                    wake.push(self.renew_at);
+                }
+                if !self.strays.is_empty() && !self.deleting_strays() {
+                    wake.push(self.strays_retry_at);
+                }
+            }
+        }
+        if self.notified.0 == Role::Master {
+            wake.extend(self.lease_until);
+        }
+        wake.into_iter().min()
+    }
+
+    /// The next command to carry out, in order.
+    pub(crate) fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// Whether `is_master()` would be true at `now`: what was published,
+    /// read against the clock, as the handle reads it.
+    #[cfg(test)]
+    pub(crate) fn is_master_at(&self, now: Instant) -> bool {
+        self.published
+            .as_ref()
+            .is_some_and(|v| v.role == Role::Master && v.lease_until.is_some_and(|end| now < end))
+    }
+
+    /// True once the core has nothing more to do.
+    pub(crate) fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Everything that follows an input or a timeout: open what is missing,
+    /// send what is due, and publish what changed.
+    fn step(&mut self, now: Instant) {
+        if let Phase::Joining { deadline, last } = &self.phase {
+            if now >= *deadline {
+                let error = Error::Unreachable {
+                    connect: self.settings.connect.clone(),
+                    waited: self.settings.connect_timeout,
+                    last: last.clone(),
+                };
+                return self.finish_join(Err(error), now);
+            }
+        }
+        if let Phase::Resigning { deadline } = self.phase {
+            if now >= deadline
+                || !self
+                    .pending
+                    .values()
+                    .any(|p| matches!(p.why, Why::Leave { .. }))
+            {
+                self.close_all();
+                self.phase = Phase::Done;
+                self.commands.push_back(Command::Resigned);
+            }
+            return self.publish(now);
+        }
+        self.step_member(now);
+        self.step_watcher(now);
+        if matches!(self.phase, Phase::Joining { .. }) && self.joined() {
+            self.backoff = FIRST_BACKOFF;
+            self.phase = Phase::Running;
+            self.commands.push_back(Command::Joined(Ok(())));
+        }
+        self.publish(now);
+    }
+
+    fn finish_join(&mut self, result: Result<(), Error>, now: Instant) {
+        log::debug!("join failed: {result:?}");
+        self.close_all();
+        self.lease_until = None;
+        self.phase = Phase::Done;
+        self.commands.push_back(Command::Joined(result));
+        self.publish(now);
+    }
+
+    fn close_all(&mut self) {
+        for slot in [&mut self.member, &mut self.watcher] {
+            if let Some(session) = slot.id() {
+                self.commands.push_back(Command::Close { session });
+            }
+            *slot = Slot::Idle {
+                retry_at: self.connection_since,
+            };
+        }
+        self.pending.clear();
+    }
+
+    /// Sends `op` on a connected session.
+    fn send(&mut self, session: SessionId, conn: Conn, op: Op, why: Why, now: Instant) {
+        let request = RequestId(self.next_id());
+        self.pending.insert(
+            request,
+            Pending {
+                session,
+                sent: now,
+                conn,
+                deadline: later(now, self.timeout / 2),
+                why,
+            },
+        );
+        self.commands.push_back(Command::Send {
+            session,
+            request,
+            op,
+        });
+    }
+
+    fn open(&mut self, purpose: Purpose, now: Instant) -> Slot {
+        let id = SessionId(self.next_id());
+        self.commands.push_back(Command::Open {
+            session: id,
+            purpose,
+            timeout: self.settings.session_timeout,
+        });
+        Slot::Opening { id, since: now }
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// How long a session may take to connect before it is given up.
+    fn open_deadline(&self, since: Instant) -> Instant {
+        later(since, self.settings.session_timeout * 2)
+    }
+
+    /// How long a session may stay disconnected before it is given up.
+    fn suspend_deadline(&self, since: Instant) -> Instant {
+        later(since, self.timeout * 2)
+    }
+
+    fn next_backoff(&mut self, now: Instant) -> Instant {
+        let base = self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        // Up to a quarter more, so members that lost the same server spread out.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        later(now, base + base.mul_f64((self.rng % 1000) as f64 / 4000.0))
+    }
+
+    fn on_connected(
+        &mut self,
+        session: SessionId,
+        conn: Conn,
+        server_session: i64,
+        granted: Duration,
+        now: Instant,
+    ) {
+        let fresh = Session {
+            id: session,
+            server_session,
+            conn: Some(conn),
+            since: now,
+        };
+        if self.member.id() == Some(session) {
+            match &self.member {
+                Slot::Open(s) if s.server_session != server_session => {
+                    return self.lose_member("the session was replaced", now);
+                }
+                Slot::Open(_) => log::info!("reconnected in the same session"),
+                _ => self.set_timeout(granted),
+            }
+            self.member = Slot::Open(fresh);
+            self.renew_at = now;
+            self.set_connection(Connection::Connected, now);
+        } else if self.watcher.id() == Some(session) {
+            self.watcher = Slot::Open(fresh);
+            self.group.watcher_connected();
+        }
+    }
+
+    fn on_disconnected(&mut self, session: SessionId, now: Instant) {
+        for slot in [&mut self.member, &mut self.watcher] {
+            if let Slot::Open(s) = slot {
+                if s.id == session && s.conn.is_some() {
+                    s.conn = None;
+                    s.since = now;
+                }
+            }
+        }
+        if self.member.id() == Some(session) {
+            self.set_connection(Connection::Suspended, now);
+        }
+    }
+
+    fn on_lost(&mut self, session: SessionId, why: &str, now: Instant) {
+        if self.member.id() == Some(session) {
+            self.lose_member(why, now);
+        } else if self.watcher.id() == Some(session) {
+            self.lose_watcher(why, now);
+        }
+    }
+
+    fn on_reply(
+        &mut self,
+        session: SessionId,
+        request: RequestId,
+        via: Option<Conn>,
+        result: Result<Answer, Failure>,
+        now: Instant,
+    ) {
+        let Some(pending) = self.pending.remove(&request) else {
+            return; // answered already (it missed its deadline), or its session is gone
+        };
+        if pending.session != session {
+            return;
+        }
+        // Proof for the lease: same connection out and back, and still current.
+        let current = self.member.connected().map(|(_, c)| c);
+        let proof = (via == Some(pending.conn) && current == via).then_some(pending.sent);
+        #[cfg(test)]
+        let proof = match self.settings.mutant {
+            Mutant::LeaseFromReceive => proof.map(|_| now),
+            Mutant::AnyConnectionRenews => Some(pending.sent),
+            _ => proof,
+        };
+        match pending.why {
+            Why::EnsurePath { last } => self.on_ensured(last, result, now),
+            Why::CreateMember => self.on_member_created(result, now),
+            Why::ConfirmMember { path } => self.on_member_confirmed(path, result, proof, now),
+            Why::CreateClaim { name } => self.on_claim_created(&name, result, now),
+            Why::Renew { path } | Why::ConfirmOwn { path } => {
+                self.on_renewed(&path, result, proof, now)
+            }
+            Why::DeleteStray { path } => self.on_stray_deleted(path, result, now),
+            Why::Leave { path } => self.on_left(&path, result, now),
+            Why::ListGroup => self.on_group_listed(result, now),
+            Why::ReadMember { name } => self.on_member_read(name, result, now),
+            Why::ListClaims => self.on_claims_listed(result, now),
+            Why::WatchOwn { path } => self.on_own_watched(session, path, result, now),
+        }
+    }
+
+    fn on_watch(&mut self, session: SessionId, path: &str, kind: WatchKind, now: Instant) {
+        if kind == WatchKind::Deleted && self.node.path() == Some(path) {
+            // Whichever session saw it: node names are never reused.
+            return self.step_down_from_deleted_node(now);
+        }
+        if self.watcher.id() == Some(session) {
+            self.on_watched_change(path);
+        }
+    }
+
+    /// Counts the lease against the smaller of the asked and granted timeout.
+    fn set_timeout(&mut self, granted: Duration) {
+        let asked = self.settings.session_timeout;
+        if granted != asked {
+            log::warn!("asked for a {asked:?} session, the server granted {granted:?}");
+        }
+        self.granted = Some(granted);
+        self.timeout = granted.min(asked);
+        self.margin = match self.settings.lease_margin {
+            Some(m) if m < self.timeout => m,
+            Some(m) => {
+                log::warn!(
+                    "lease margin {m:?} is not below the granted timeout {granted:?}: using a fifth of it"
+                );
+                self.timeout / 5
+            }
+            None => self.timeout / 5,
+        };
+    }
+
+    fn set_connection(&mut self, connection: Connection, now: Instant) {
+        if self.connection != connection {
+            log::debug!("connection {} -> {connection}", self.connection);
+            self.connection = connection;
+            self.connection_since = now;
+        }
+    }
+
+    /// Publishes what callers see if it changed, and tells the callbacks of
+    /// a change of role, connection or masters.
+    fn publish(&mut self, now: Instant) {
+        let role = self.role_at(now);
+        let members = self.group.members();
+        let masters: Vec<Member> = members
+            .iter()
+            .take(self.settings.masters)
+            .cloned()
+            .collect();
+        let resigned = matches!(self.phase, Phase::Resigning { .. } | Phase::Done);
+        let view = View {
+            role,
+            lease_until: self.lease_until.filter(|_| role == Role::Master),
+            member: self.node.name().map(str::to_owned),
+            members: if resigned { Vec::new() } else { members },
+            masters: if resigned { Vec::new() } else { masters },
+            token: self.node.czxid().filter(|_| role == Role::Master),
+            connection: if resigned {
+                Connection::Lost
+            } else {
+                self.connection
+            },
+            connection_since: self.connection_since,
+            session_timeout: self.granted,
+            resigned,
+        };
+        if self.published.as_ref() != Some(&view) {
+            self.published = Some(view.clone());
+            self.commands.push_back(Command::Publish(view.clone()));
+        }
+        let told = (view.role, view.connection, view.masters.clone());
+        if told != self.notified {
+            let old = self.notified.0;
+            log::debug!("role {old} -> {role}, connection {}", view.connection);
+            self.notified = told;
+            self.commands.push_back(Command::Notify(RoleChange::new(
+                old,
+                role,
+                view.member.clone(),
+                view.masters,
+                view.connection,
+                now,
+            )));
+        }
+    }
+}
