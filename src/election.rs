@@ -7,14 +7,16 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::backend::zk08::Zk08;
+use crate::backend::{Backend, InputSink};
 use crate::callbacks::{self, Dispatch};
-use crate::client::{Notice, NoticeSink};
 use crate::config::Config;
+use crate::core::{Core, Settings};
+use crate::driver::{Driver, Message};
 use crate::error::{Error, Result};
 use crate::member::Member;
 use crate::role::{Connection, Role, RoleChange};
 use crate::state::Shared;
-use crate::worker::{Input, Worker};
 
 /// Membership of one process in an election group.
 ///
@@ -37,7 +39,7 @@ use crate::worker::{Input, Worker};
 /// ```
 pub struct Election {
     shared: Arc<Shared>,
-    inputs: Sender<Input>,
+    inputs: Sender<Message>,
     dispatch: Sender<Dispatch>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -66,28 +68,28 @@ impl Election {
             reason: e.to_string(),
         };
         let shared = Arc::new(Shared::new());
-        let (inputs, input_rx) = mpsc::channel();
+        let (inputs, messages) = mpsc::channel();
         let dispatch = callbacks::spawn().map_err(thread_error)?;
-        let (notices, revoker) = (inputs.clone(), shared.clone());
-        let sink: NoticeSink = Arc::new(move |notice| {
-            // Runs on the crate's threads: an atomic store and a channel send only.
-            if let Notice::Deleted(..) = notice {
-                revoker.revoke();
-            }
-            let _ = notices.send(Input::Notice(notice));
+        let backend_inputs = inputs.clone();
+        // Runs on the backend's threads: a channel send only.
+        let sink: InputSink = Arc::new(move |input| {
+            let _ = backend_inputs.send(Message::Input(input));
         });
-        let worker = Worker::new(
-            config,
-            ensemble,
-            shared.clone(),
-            input_rx,
-            sink,
-            dispatch.clone(),
-        );
+        let settings = Settings::new(&config, Zk08::renewal_interval);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let driver = Driver {
+            core: Core::new(settings, Instant::now(), seed),
+            backend: Zk08::new(&config, ensemble, sink),
+            messages,
+            shared: shared.clone(),
+            dispatch: dispatch.clone(),
+        };
         let (joined_tx, joined_rx) = mpsc::sync_channel(1);
         let thread = thread::Builder::new()
             .name("zk-master-election".into())
-            .spawn(move || worker.run(joined_tx))
+            .spawn(move || driver.run(joined_tx))
             .map_err(thread_error)?;
         match joined_rx.recv() {
             Ok(Ok(())) => Ok(Election {
@@ -275,7 +277,7 @@ impl Election {
     pub fn requeue(&self) -> Result<()> {
         let (reply, answer) = mpsc::sync_channel(1);
         self.inputs
-            .send(Input::Requeue(reply))
+            .send(Message::Requeue(reply))
             .map_err(|_| Error::Resigned)?;
         answer.recv().map_err(|_| Error::Resigned)?
     }
@@ -295,7 +297,7 @@ impl Election {
             return;
         };
         let (reply, done) = mpsc::sync_channel(1);
-        if self.inputs.send(Input::Resign(reply)).is_ok() {
+        if self.inputs.send(Message::Resign(reply)).is_ok() {
             let _ = done.recv();
         }
         let _ = thread.join();

@@ -34,17 +34,16 @@
 //! section for the assumptions.
 #![warn(missing_docs)]
 
+mod backend;
 mod callbacks;
-mod client;
 mod config;
 mod core;
+mod driver;
 mod election;
 mod error;
 mod member;
-mod relay;
 mod role;
 mod state;
-mod worker;
 
 pub use config::{Config, MAX_DATA_LEN};
 pub use election::Election;

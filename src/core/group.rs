@@ -35,9 +35,11 @@ enum Refresh {
         children: Vec<String>,
         left: usize,
     },
-    /// About to become master: checking the claims before applying `order`.
+    /// About to become master: checking the claims before applying `order`
+    /// (read from `children`).
     Claims {
         order: Vec<String>,
+        children: Vec<String>,
     },
 }
 
@@ -154,8 +156,6 @@ impl Core {
         }
         match result {
             Ok(Answer::Children(children)) => {
-                let present: HashSet<&String> = children.iter().collect();
-                self.group.data.retain(|name, _| present.contains(name));
                 let missing: Vec<String> = children
                     .iter()
                     .filter(|name| !self.group.data.contains_key(*name))
@@ -183,8 +183,7 @@ impl Core {
             Err(Failure::NoNode) => {
                 log::warn!("group {} was deleted", self.settings.group);
                 self.group.refresh = Refresh::Idle;
-                self.group.data.clear();
-                self.apply_order(Vec::new(), false);
+                self.apply_order(Vec::new(), &[], false);
                 // Our node went with it; registering again recreates the group.
                 self.step_down_from_deleted_node(now);
                 self.group.stale = false;
@@ -225,6 +224,7 @@ impl Core {
         let Refresh::Reading { children, left: 0 } = &self.group.refresh else {
             return;
         };
+        let children = children.clone();
         let mut order = in_election_order(children.clone());
         order.retain(|name| self.group.data.get(name).is_some_and(Option::is_some));
         self.find_strays(&order);
@@ -241,19 +241,19 @@ impl Core {
         let promoting = promoting && self.settings.mutant != super::Mutant::NoClaimsCheck;
         match self.watcher.connected() {
             Some((session, conn)) if promoting => {
-                self.group.refresh = Refresh::Claims { order };
+                self.group.refresh = Refresh::Claims { order, children };
                 let op = Op::Children {
                     path: self.claims_dir(),
                     watch: true,
                 };
                 self.send(session, conn, op, Why::ListClaims, now);
             }
-            _ => self.apply_order(order, false),
+            _ => self.apply_order(order, &children, false),
         }
     }
 
     pub(super) fn on_claims_listed(&mut self, result: Result<Answer, Failure>, now: Instant) {
-        let Refresh::Claims { order } = std::mem::take(&mut self.group.refresh) else {
+        let Refresh::Claims { order, children } = std::mem::take(&mut self.group.refresh) else {
             return;
         };
         let blocked = match result {
@@ -275,10 +275,14 @@ impl Core {
                 true
             }
         };
-        self.apply_order(order, blocked);
+        self.apply_order(order, &children, blocked);
     }
 
-    fn apply_order(&mut self, order: Vec<String>, blocked: bool) {
+    /// Makes a completed read what callers see; forgets the data of
+    /// children that are gone.
+    fn apply_order(&mut self, order: Vec<String>, children: &[String], blocked: bool) {
+        let present: HashSet<&String> = children.iter().collect();
+        self.group.data.retain(|name, _| present.contains(name));
         self.group.order = order;
         self.group.blocked = blocked;
         self.group.refresh = Refresh::Idle;

@@ -174,8 +174,9 @@ pub(crate) enum Command {
     Joined(Result<(), Error>),
     /// A [`Input::Requeue`] finished.
     Requeued(Result<(), Error>),
-    /// A [`Input::Resign`] finished: the core does nothing more.
-    Resigned,
+    /// A [`Input::Resign`] finished: the core does nothing more. The
+    /// sessions' closes may be waited for until `close_by`.
+    Resigned { close_by: Instant },
 }
 
 /// What callers see of the election.

@@ -441,7 +441,8 @@ impl Core {
             {
                 self.close_all();
                 self.phase = Phase::Done;
-                self.commands.push_back(Command::Resigned);
+                self.commands
+                    .push_back(Command::Resigned { close_by: deadline });
             }
             return self.publish(now);
         }

@@ -1,0 +1,408 @@
+//! One session of the `zookeeper` crate: its relay, and the thread of ours
+//! that makes its calls.
+//!
+//! - Every call runs on that thread, one after another; its answer goes to
+//!   the driver as an [`Input::Reply`], so nobody waits on the crate. A call
+//!   that hangs is freed by [`Client::cut`], which the core asks for when the
+//!   call misses its deadline.
+//! - The crate's listener and watchers only update atomics and hand an input
+//!   on: they never block and never panic.
+//! - The crate does not resend credentials after a reconnect: the calls
+//!   thread does, before it reports the connection.
+//! - Dropping the client never blocks: its thread closes the crate client
+//!   (which may take as long as the network does), waits for the crate's I/O
+//!   thread to end, and only then drops the relay (a refused connection would
+//!   make the crate spin).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender, SyncSender};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use zookeeper::{Acl, CreateMode, WatchedEvent, WatchedEventType, ZkError, ZkState, ZooKeeper};
+
+use super::relay::{Handshake, Relay};
+use crate::backend::InputSink;
+use crate::core::{Answer, Failure, Input, Mode, Op, RequestId, SessionId, Stat, WatchKind};
+
+/// Who may do what with the nodes a client creates.
+#[derive(Debug, Clone)]
+pub(super) struct Access {
+    /// Digest `user:password`, sent after every connect.
+    pub(super) credentials: Option<String>,
+    /// With credentials: whether everyone may read (and so see the masters).
+    pub(super) readable_by_anyone: bool,
+}
+
+impl Access {
+    /// The ACL of created nodes: open without credentials; with them, all
+    /// rights to sessions authenticated as the same user, and reading to
+    /// everyone if wanted.
+    fn acl(&self) -> Vec<Acl> {
+        if self.credentials.is_none() {
+            return Acl::open_unsafe().clone();
+        }
+        let mut acl = Acl::creator_all().clone();
+        if self.readable_by_anyone {
+            acl.extend(Acl::read_unsafe().iter().cloned());
+        }
+        acl
+    }
+}
+
+/// What the crate's threads and the relay tell us about one client.
+#[derive(Default)]
+struct Link {
+    /// Counts lost connections: the number of the current connection.
+    epoch: AtomicU64,
+    connected: AtomicBool,
+    /// The session is gone or the crate gave up; reported once.
+    dead: AtomicBool,
+    /// The crate's I/O thread has ended (its state is `Closed`).
+    closed: AtomicBool,
+    /// The session of the first connection; 0 until it is known.
+    session_id: AtomicI64,
+    /// The timeout the server granted, in milliseconds.
+    timeout_ms: AtomicU64,
+}
+
+/// What the client thread is asked to do, in order.
+enum Job {
+    /// Authenticate and report the connection (first or again).
+    Connected,
+    Call(RequestId, Op),
+    /// Close the session, then say so.
+    Close(SyncSender<()>),
+}
+
+/// Where a session's inputs go, tagged with its number.
+#[derive(Clone)]
+struct Reporter {
+    session: SessionId,
+    sink: InputSink,
+    link: Arc<Link>,
+}
+
+impl Reporter {
+    fn input(&self, input: Input) {
+        (self.sink)(input);
+    }
+
+    /// Reports the session lost, once.
+    fn lost(&self, why: &str) {
+        if !self.link.dead.swap(true, Ordering::SeqCst) {
+            self.input(Input::Lost {
+                session: self.session,
+                why: why.to_owned(),
+            });
+        }
+    }
+
+    fn watch(&self, path: String, kind: WatchKind) {
+        self.input(Input::Watch {
+            session: self.session,
+            path,
+            kind,
+        });
+    }
+}
+
+/// One crate client, its relay, and the thread of ours that makes its calls.
+pub(super) struct Client {
+    jobs: Sender<Job>,
+    link: Arc<Link>,
+    relay: Arc<Relay>,
+    closed: Option<mpsc::Receiver<()>>,
+}
+
+/// Where a session connects, and as whom.
+pub(super) struct Target<'a> {
+    pub(super) hosts: &'a [String],
+    pub(super) first: usize,
+    pub(super) chroot: &'a str,
+    pub(super) access: Arc<Access>,
+}
+
+impl Client {
+    /// Starts a client; its connection is reported to `sink` when made.
+    pub(super) fn start(
+        target: &Target<'_>,
+        session: SessionId,
+        timeout: Duration,
+        sink: InputSink,
+    ) -> std::io::Result<Client> {
+        let link = Arc::new(Link::default());
+        let reporter = Reporter {
+            session,
+            sink,
+            link: link.clone(),
+        };
+        let on_handshake = {
+            let reporter = reporter.clone();
+            Box::new(move |h: Handshake| {
+                let link = &reporter.link;
+                let known = link.session_id.load(Ordering::SeqCst);
+                if h.session_id == 0 || h.timeout_ms <= 0 || (known != 0 && known != h.session_id) {
+                    // Expired, and the crate is about to get a new session silently.
+                    return reporter.lost("the session expired");
+                }
+                link.session_id.store(h.session_id, Ordering::SeqCst);
+                link.timeout_ms.store(h.timeout_ms as u64, Ordering::SeqCst);
+            })
+        };
+        let relay = Arc::new(Relay::start(
+            target.hosts.to_vec(),
+            target.first,
+            on_handshake,
+        )?);
+        let connect = format!("{}{}", relay.addr(), target.chroot);
+        let (jobs, job_rx) = mpsc::channel::<Job>();
+        let thread_relay = relay.clone();
+        let listener_jobs = jobs.clone();
+        let access = target.access.clone();
+        thread::Builder::new()
+            .name(format!("zk-master-calls-{}", session.0))
+            .spawn(move || {
+                let calls = Calls {
+                    reporter,
+                    access,
+                    jobs: listener_jobs,
+                };
+                calls.run(&connect, timeout, job_rx, thread_relay);
+            })?;
+        // The first connection: reported once the first call (the
+        // credentials, or a probe) has gone through.
+        let _ = jobs.send(Job::Connected);
+        Ok(Client {
+            jobs,
+            link,
+            relay,
+            closed: None,
+        })
+    }
+
+    pub(super) fn send(&self, request: RequestId, op: Op) {
+        let _ = self.jobs.send(Job::Call(request, op));
+    }
+
+    /// Drops the connection; the crate reconnects, through the next host.
+    pub(super) fn cut(&self) {
+        self.relay.cut();
+    }
+
+    /// Asks the thread to close the session (which deletes its ephemeral
+    /// nodes), unless it is disconnected: the crate could not close it before
+    /// it reconnects.
+    pub(super) fn close(&mut self) {
+        let (done_tx, done) = mpsc::sync_channel(1);
+        if self.jobs.send(Job::Close(done_tx)).is_ok() && self.link.connected.load(Ordering::SeqCst)
+        {
+            self.closed = Some(done);
+        }
+    }
+
+    /// Waits for an asked close until `deadline` at most.
+    pub(super) fn wait_closed(&mut self, deadline: Instant) {
+        if let Some(done) = self.closed.take() {
+            let _ = done.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+        }
+    }
+}
+
+/// The client thread.
+struct Calls {
+    reporter: Reporter,
+    access: Arc<Access>,
+    /// For the crate's listener to ask for a reconnect's credentials.
+    jobs: Sender<Job>,
+}
+
+impl Calls {
+    fn run(self, connect: &str, timeout: Duration, jobs: mpsc::Receiver<Job>, relay: Arc<Relay>) {
+        let watch_reporter = self.reporter.clone();
+        let default_watcher = move |e: WatchedEvent| {
+            if e.event_type != WatchedEventType::None {
+                watch_reporter.watch(e.path.unwrap_or_default(), WatchKind::Changed);
+            }
+        };
+        let Ok(zk) = ZooKeeper::connect(connect, timeout, default_watcher) else {
+            return self.reporter.lost("the connect string was refused");
+        };
+        let (listener_reporter, listener_jobs) = (self.reporter.clone(), self.jobs.clone());
+        zk.add_listener(move |state| on_state(&listener_reporter, &listener_jobs, state));
+        let mut closing = None;
+        for job in jobs {
+            match job {
+                Job::Connected => self.connected(&zk),
+                Job::Call(request, op) => self.call(&zk, request, op),
+                Job::Close(done) => {
+                    closing = Some(done);
+                    break;
+                }
+            }
+        }
+        // The crate's drop closes the session, or fails at once if the crate
+        // is reconnecting; its I/O thread then goes on until it gives up.
+        drop(zk);
+        if let Some(done) = closing {
+            let _ = done.send(());
+        }
+        let link = &self.reporter.link;
+        let limit = Instant::now() + timeout * 2 + Duration::from_secs(3);
+        while !link.closed.load(Ordering::SeqCst) && Instant::now() < limit {
+            thread::sleep(Duration::from_millis(50));
+        }
+        drop(relay);
+    }
+
+    /// Sends the credentials (or, without any, a probe that waits for the
+    /// connection), then reports the connection.
+    fn connected(&self, zk: &ZooKeeper) {
+        let link = &self.reporter.link;
+        let epoch = link.epoch.load(Ordering::SeqCst);
+        let done = match &self.access.credentials {
+            Some(credentials) => zk.add_auth("digest", credentials.clone().into_bytes()),
+            None => zk.exists("/", false).map(|_| ()),
+        };
+        match done {
+            Ok(()) if link.epoch.load(Ordering::SeqCst) == epoch => {
+                link.connected.store(true, Ordering::SeqCst);
+                if link.dead.load(Ordering::SeqCst) {
+                    return;
+                }
+                self.reporter.input(Input::Connected {
+                    session: self.reporter.session,
+                    conn: epoch,
+                    server_session: link.session_id.load(Ordering::SeqCst),
+                    granted: Duration::from_millis(link.timeout_ms.load(Ordering::SeqCst)),
+                });
+            }
+            // The connection dropped meanwhile: the listener asks again.
+            Ok(()) => {}
+            Err(ZkError::ConnectionLoss | ZkError::OperationTimeout)
+                if !link.dead.load(Ordering::SeqCst) && !link.closed.load(Ordering::SeqCst) =>
+            {
+                if link.epoch.load(Ordering::SeqCst) == epoch
+                    && !link.connected.load(Ordering::SeqCst)
+                {
+                    // Never connected yet: try again (the crate is still connecting).
+                    thread::sleep(Duration::from_millis(20));
+                    let _ = self.jobs.send(Job::Connected);
+                }
+            }
+            Err(e) => self.reporter.lost(&format!("no session: {e:?}")),
+        }
+    }
+
+    fn call(&self, zk: &ZooKeeper, request: RequestId, op: Op) {
+        let link = &self.reporter.link;
+        let epoch = link.epoch.load(Ordering::SeqCst);
+        let result = self.run_op(zk, op);
+        let same = link.connected.load(Ordering::SeqCst)
+            && !link.dead.load(Ordering::SeqCst)
+            && link.epoch.load(Ordering::SeqCst) == epoch;
+        self.reporter.input(Input::Reply {
+            session: self.reporter.session,
+            request,
+            via: same.then_some(epoch),
+            result: result.map_err(classify),
+        });
+    }
+
+    fn run_op(&self, zk: &ZooKeeper, op: Op) -> Result<Answer, ZkError> {
+        let stat = |s: zookeeper::Stat| Stat {
+            owner: s.ephemeral_owner,
+            czxid: s.czxid,
+        };
+        match op {
+            Op::Create { path, data, mode } => {
+                let mode = match mode {
+                    Mode::Persistent => CreateMode::Persistent,
+                    Mode::Ephemeral => CreateMode::Ephemeral,
+                    Mode::EphemeralSequential => CreateMode::EphemeralSequential,
+                };
+                zk.create(&path, data, self.access.acl(), mode)
+                    .map(Answer::Created)
+            }
+            Op::Delete { path } => zk.delete(&path, None).map(|()| Answer::Done),
+            Op::Exists { path, watch: false } => {
+                zk.exists(&path, false).map(|s| Answer::Stat(s.map(stat)))
+            }
+            Op::Exists { path, watch: true } => {
+                let reporter = self.reporter.clone();
+                let watched = path.clone();
+                zk.exists_w(&path, move |e: WatchedEvent| {
+                    let kind = match e.event_type {
+                        WatchedEventType::NodeDeleted => WatchKind::Deleted,
+                        _ => WatchKind::Changed,
+                    };
+                    reporter.watch(watched.clone(), kind);
+                })
+                .map(|s| Answer::Stat(s.map(stat)))
+            }
+            Op::Children { path, watch } => if watch {
+                let reporter = self.reporter.clone();
+                let watched = path.clone();
+                zk.get_children_w(&path, move |_: WatchedEvent| {
+                    reporter.watch(watched.clone(), WatchKind::Changed)
+                })
+            } else {
+                zk.get_children(&path, false)
+            }
+            .map(Answer::Children),
+            Op::Data { path } => zk
+                .get_data(&path, false)
+                .map(|(data, s)| Answer::Data(data, stat(s))),
+        }
+    }
+}
+
+fn classify(e: ZkError) -> Failure {
+    match e {
+        ZkError::NoNode => Failure::NoNode,
+        ZkError::NodeExists => Failure::NodeExists,
+        ZkError::NoAuth | ZkError::AuthFailed | ZkError::InvalidACL => {
+            Failure::Denied(format!("{e:?}"))
+        }
+        ZkError::ConnectionLoss
+        | ZkError::OperationTimeout
+        | ZkError::SessionExpired
+        | ZkError::SessionMoved => Failure::Interrupted(format!("{e:?}")),
+        other => Failure::Refused(format!("{other:?}")),
+    }
+}
+
+/// Tracks the crate's state changes, on its I/O thread: atomics and channel
+/// sends only.
+#[allow(deprecated)] // the crate still reports its deprecated NotConnected state
+fn on_state(reporter: &Reporter, jobs: &Sender<Job>, state: ZkState) {
+    let link = &reporter.link;
+    match state {
+        ZkState::Connected | ZkState::ConnectedReadOnly => {
+            let reconnected =
+                link.epoch.load(Ordering::SeqCst) > 0 && !link.connected.load(Ordering::SeqCst);
+            if reconnected && !link.dead.load(Ordering::SeqCst) {
+                // Credentials first: the calls thread reports the connection.
+                let _ = jobs.send(Job::Connected);
+            }
+        }
+        ZkState::Connecting | ZkState::NotConnected => {
+            if link.connected.swap(false, Ordering::SeqCst) {
+                link.epoch.fetch_add(1, Ordering::SeqCst);
+                reporter.input(Input::Disconnected {
+                    session: reporter.session,
+                });
+            }
+        }
+        ZkState::Closed | ZkState::AuthFailed => {
+            if state == ZkState::Closed {
+                link.closed.store(true, Ordering::SeqCst);
+            }
+            link.connected.store(false, Ordering::SeqCst);
+            link.epoch.fetch_add(1, Ordering::SeqCst);
+            reporter.lost("the client gave up");
+        }
+        ZkState::Associating => {}
+    }
+}

@@ -1,0 +1,112 @@
+//! The backend for the `zookeeper` 0.8 crate, and everything that crate gets
+//! wrong, contained: see `DEFECTS.md` beside this file for what was measured.
+//!
+//! - Its calls wait for their reply with no timeout: each session's calls
+//!   run on a thread of ours ([`client`]) and answer as inputs; the core cuts
+//!   a connection whose call misses its deadline.
+//! - It spins on refused connections, tries hosts in order, hides the
+//!   session id and granted timeout, and silently opens a new session after
+//!   an expiry: it talks to the servers through a [`relay`] of ours.
+//! - It restores neither credentials nor watches after a reconnect: the
+//!   client resends credentials before it reports the connection, and the
+//!   core reads the group again after every connection.
+//! - It pings only after 2/3 of the timeout idle and gives up a reconnect
+//!   when its last ping is older than the timeout: renewals are spaced so
+//!   its pings still run ([`Zk08::renewal_interval`]).
+
+mod client;
+mod relay;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{Backend, InputSink};
+use crate::config::{Config, Ensemble};
+use crate::core::{Input, Op, Purpose, RequestId, SessionId};
+use client::{Access, Client, Target};
+
+/// Sessions of the `zookeeper` 0.8 crate.
+pub(crate) struct Zk08 {
+    ensemble: Ensemble,
+    access: Arc<Access>,
+    /// The host each new client tries first: random, so members spread out.
+    first_host: usize,
+    sink: InputSink,
+    clients: HashMap<SessionId, Client>,
+    /// Closed, and waiting for the server to confirm.
+    closing: Vec<Client>,
+}
+
+impl Zk08 {
+    pub(crate) fn new(config: &Config, ensemble: Ensemble, sink: InputSink) -> Zk08 {
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        let first_host = (seed % ensemble.hosts.len().max(1) as u64) as usize;
+        Zk08 {
+            access: Arc::new(Access {
+                credentials: config.credentials.as_ref().map(|c| c.0.clone()),
+                readable_by_anyone: config.readable_by_anyone,
+            }),
+            ensemble,
+            first_host,
+            sink,
+            clients: HashMap::new(),
+            closing: Vec::new(),
+        }
+    }
+}
+
+impl Backend for Zk08 {
+    fn open(&mut self, session: SessionId, _purpose: Purpose, timeout: Duration) {
+        let target = Target {
+            hosts: &self.ensemble.hosts,
+            first: self.first_host,
+            chroot: &self.ensemble.chroot,
+            access: self.access.clone(),
+        };
+        match Client::start(&target, session, timeout, self.sink.clone()) {
+            Ok(client) => {
+                self.clients.insert(session, client);
+            }
+            Err(e) => (self.sink)(Input::Lost {
+                session,
+                why: format!("cannot start a client: {e}"),
+            }),
+        }
+    }
+
+    fn send(&mut self, session: SessionId, request: RequestId, op: Op) {
+        if let Some(client) = self.clients.get(&session) {
+            client.send(request, op);
+        }
+    }
+
+    fn cut(&mut self, session: SessionId) {
+        if let Some(client) = self.clients.get(&session) {
+            client.cut();
+        }
+    }
+
+    fn close(&mut self, session: SessionId) {
+        if let Some(mut client) = self.clients.remove(&session) {
+            client.close();
+            self.closing.push(client);
+        }
+    }
+
+    fn wait_closed(&mut self, deadline: Instant) {
+        for mut client in self.closing.drain(..) {
+            client.wait_closed(deadline);
+        }
+    }
+
+    /// Just over the 2/3 of the timeout after which the crate pings an idle
+    /// connection, so its pings are not starved (it only reconnects within
+    /// one timeout of its last ping).
+    fn renewal_interval(timeout: Duration) -> Duration {
+        timeout * 2 / 3 + (timeout / 40).max(Duration::from_millis(50))
+    }
+}
