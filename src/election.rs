@@ -60,14 +60,15 @@ impl Election {
     pub fn join(config: Config) -> Result<Election> {
         config.validate()?;
         let ensemble = config.ensemble()?;
-        let thread_error = |e: std::io::Error| Error::Server {
-            op: "spawn",
-            path: String::new(),
-            reason: e.to_string(),
+        let thread_error = |thread: &'static str| {
+            move |e: std::io::Error| Error::Spawn {
+                thread,
+                source: e.into(),
+            }
         };
         let shared = Arc::new(Shared::new());
         let (inputs, input_rx) = mpsc::channel();
-        let dispatch = callbacks::spawn().map_err(thread_error)?;
+        let dispatch = callbacks::spawn().map_err(thread_error("callbacks"))?;
         let (notices, revoker) = (inputs.clone(), shared.clone());
         let sink: NoticeSink = Arc::new(move |notice| {
             // Runs on the crate's threads: an atomic store and a channel send only.
@@ -88,7 +89,7 @@ impl Election {
         let thread = thread::Builder::new()
             .name("zk-master-election".into())
             .spawn(move || worker.run(joined_tx))
-            .map_err(thread_error)?;
+            .map_err(thread_error("election"))?;
         match joined_rx.recv() {
             Ok(Ok(())) => Ok(Election {
                 shared,

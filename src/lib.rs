@@ -47,7 +47,7 @@ mod worker;
 
 pub use config::{Config, MAX_DATA_LEN};
 pub use election::Election;
-pub use error::{Error, Result};
+pub use error::{Error, IoError, Result};
 pub use member::Member;
 pub use role::{Connection, Role, RoleChange};
 
