@@ -214,8 +214,9 @@ impl Election {
             .filter(|_| self.shared.role(&status) == Role::Master)
     }
 
-    /// Waits until this member is master, or `timeout` has passed. Returns
-    /// whether it is master.
+    /// Waits until this member is master, or `timeout` has passed, or the
+    /// election is resigned. Returns whether it is master. A timeout too long
+    /// to add to the clock (such as [`Duration::MAX`]) waits without limit.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -224,17 +225,27 @@ impl Election {
     ///     println!("I've become master!");
     /// }
     /// ```
+    #[must_use = "it returns false when the timeout passed before this member became master"]
     pub fn wait_until_master(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        // None: beyond what an Instant can hold, so no deadline at all.
+        let deadline = Instant::now().checked_add(timeout);
         let mut status = self.shared.status.lock();
         while !self.shared.is_master() {
-            if status.resigned
-                || self
+            if status.resigned {
+                return false;
+            }
+            let timed_out = match deadline {
+                Some(deadline) => self
                     .shared
                     .changed
                     .wait_until(&mut status, deadline)
-                    .timed_out()
-            {
+                    .timed_out(),
+                None => {
+                    self.shared.changed.wait(&mut status);
+                    false
+                }
+            };
+            if timed_out {
                 return self.shared.is_master();
             }
         }
@@ -316,5 +327,57 @@ impl std::fmt::Debug for Election {
             .field("member", &status.member)
             .field("role", &self.shared.role(&status))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Status;
+
+    /// A handle with its callback thread but no election thread, fed by hand.
+    fn detached() -> Election {
+        Election {
+            shared: Arc::new(Shared::new()),
+            inputs: mpsc::channel().0,
+            dispatch: callbacks::spawn().expect("callback thread"),
+            thread: Mutex::new(None),
+        }
+    }
+
+    fn status(role: Role, resigned: bool) -> Status {
+        let mut status = Status::clone(&Shared::new().status.lock());
+        status.role = role;
+        status.resigned = resigned;
+        status
+    }
+
+    #[test]
+    fn waiting_without_limit_does_not_overflow_the_clock() {
+        let election = Arc::new(detached());
+        let publisher = election.clone();
+        let promote = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            let lease = Instant::now() + Duration::from_secs(60);
+            let seen = publisher.shared.revocations();
+            publisher
+                .shared
+                .publish(status(Role::Master, false), Some(lease), seen);
+        });
+        assert!(election.wait_until_master(Duration::MAX));
+        promote.join().unwrap();
+
+        // A resigned election ends even an unbounded wait.
+        election.shared.revoke();
+        let publisher = election.clone();
+        let resign = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            let seen = publisher.shared.revocations();
+            publisher
+                .shared
+                .publish(status(Role::Offline, true), None, seen);
+        });
+        assert!(!election.wait_until_master(Duration::MAX));
+        resign.join().unwrap();
     }
 }
