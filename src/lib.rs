@@ -33,6 +33,7 @@
 //! waits until its owner has stepped down. See the README's "Guarantees"
 //! section for the assumptions.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod callbacks;
 mod client;

@@ -4,13 +4,21 @@ use crate::member::Member;
 
 /// The part this process plays in the group right now.
 ///
+/// Later versions may add roles, so a `match` needs a `_` arm.
+///
 /// ```
 /// use zk_master::Role;
 ///
 /// assert_ne!(Role::Master, Role::Slave);
 /// assert_eq!(format!("{}", Role::Offline), "offline");
+/// let working = match Role::Slave {
+///     Role::Master => true,
+///     _ => false,
+/// };
+/// assert!(!working);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Role {
     /// Among the first N members, with a lease that still holds.
     Master,
@@ -33,12 +41,20 @@ impl std::fmt::Display for Role {
 
 /// The member's link to ZooKeeper, as Curator and kazoo name its states.
 ///
+/// Later versions may add states, so a `match` needs a `_` arm.
+///
 /// ```
 /// use zk_master::Connection;
 ///
 /// assert_eq!(format!("{}", Connection::Suspended), "suspended");
+/// let healthy = match Connection::Connected {
+///     Connection::Connected => true,
+///     _ => false,
+/// };
+/// assert!(healthy);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Connection {
     /// Connected, in the session that holds this member's node.
     Connected,
