@@ -76,12 +76,16 @@ impl std::fmt::Display for Connection {
     }
 }
 
-/// One change of role or of connection, as passed to [`Election::on_change`](crate::Election::on_change) callbacks.
+/// One change of role or of connection, as passed to
+/// [`Election::on_change`](crate::Election::on_change) callbacks and sent to
+/// [`Subscription`](crate::Subscription)s. It describes the election as it was
+/// at the change, so a callback needs no access to the handle.
 ///
 /// ```no_run
 /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
 /// election.on_change(|change: &zk_master::RoleChange| {
 ///     println!("{} -> {} ({}), masters: {:?}", change.old, change.new, change.connection, change.masters);
+///     println!("{} members", change.members.len());
 /// });
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +99,9 @@ pub struct RoleChange {
     pub member: Option<String>,
     /// The masters at the time of the change, in election order.
     pub masters: Vec<Member>,
+    /// Every member at the time of the change, in election order, with their
+    /// data; the masters are the first of them.
+    pub members: Vec<Member>,
     /// The connection at the time of the change.
     pub connection: Connection,
     /// When the change happened.

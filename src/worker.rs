@@ -904,6 +904,7 @@ impl Worker {
                 new: role,
                 member: own_name,
                 masters,
+                members: self.shared.status.lock().members.clone(),
                 connection: self.connection,
                 at: Instant::now(),
             }));
