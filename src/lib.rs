@@ -46,6 +46,7 @@ mod role;
 mod state;
 mod worker;
 
+pub use callbacks::{CallbackId, Subscription};
 pub use config::{Config, MAX_DATA_LEN};
 pub use election::Election;
 pub use error::{Error, IoError, Result};
