@@ -1,9 +1,32 @@
 //! What a member needs to know to join: where the ensemble is, which group,
 //! how many masters, and how long a session lasts.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+
+/// The longest span the library counts with: a hundred years. Longer
+/// durations (up to [`Duration::MAX`]) saturate to it, so that adding one to
+/// an [`Instant`] can never overflow.
+pub(crate) const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// `now + d`, saturating instead of panicking: `d` counts as at most
+/// [`FOREVER`], and where the platform's [`Instant`] cannot reach that far the
+/// span is halved until it can (down to `now` itself, which no platform
+/// needs). Use it for every deadline built from a caller's duration;
+/// [`Instant`]`+`[`Duration`] panics on overflow.
+pub(crate) fn deadline_after(now: Instant, d: Duration) -> Instant {
+    let mut span = d.min(FOREVER);
+    loop {
+        if let Some(deadline) = now.checked_add(span) {
+            return deadline;
+        }
+        if span.is_zero() {
+            return now;
+        }
+        span /= 2;
+    }
+}
 
 /// Largest member data accepted: ZooKeeper refuses packets over 1 MiB
 /// (`jute.maxbuffer`), and the create request also carries the path and ACL.
@@ -73,6 +96,7 @@ impl Config {
     /// let config = zk_master::Config::new("127.0.0.1:2181");
     /// assert_eq!(config.get_group(), "/Roles/workers");
     /// ```
+    #[must_use]
     pub fn new(connect: impl Into<String>) -> Config {
         Config {
             connect: connect.into(),
@@ -95,6 +119,7 @@ impl Config {
     /// let config = zk_master::Config::new("127.0.0.1:2181").group("/services/billing");
     /// assert_eq!(config.get_group(), "/services/billing");
     /// ```
+    #[must_use = "a Config builder method returns the new Config; the old one is moved"]
     pub fn group(mut self, path: impl Into<String>) -> Config {
         self.group = path.into();
         self
@@ -107,6 +132,7 @@ impl Config {
     /// let config = zk_master::Config::new("127.0.0.1:2181").prefix("node-");
     /// assert!(config.validate().is_ok());
     /// ```
+    #[must_use = "a Config builder method returns the new Config; the old one is moved"]
     pub fn prefix(mut self, prefix: impl Into<String>) -> Config {
         self.prefix = prefix.into();
         self
@@ -119,6 +145,7 @@ impl Config {
     /// let config = zk_master::Config::new("127.0.0.1:2181").masters(3);
     /// assert!(config.validate().is_ok());
     /// ```
+    #[must_use = "a Config builder method returns the new Config; the old one is moved"]
     pub fn masters(mut self, n: usize) -> Config {
         self.masters = n;
         self
@@ -132,21 +159,28 @@ impl Config {
     /// let config = zk_master::Config::new("127.0.0.1:2181").session_timeout(Duration::from_secs(4));
     /// assert!(config.validate().is_ok());
     /// ```
+    #[must_use = "a Config builder method returns the new Config; the old one is moved"]
     pub fn session_timeout(mut self, timeout: Duration) -> Config {
         self.session_timeout = timeout;
         self
     }
 
     /// How long [`Election::join`](crate::Election::join) tries before it
-    /// gives up with [`Error::Unreachable`]. Default 10 s.
+    /// gives up with [`Error::Unreachable`]. Default 10 s. Anything above a
+    /// hundred years counts as a hundred years, so [`Duration::MAX`] means
+    /// "keep trying" and never overflows a deadline.
     ///
     /// ```
     /// use std::time::Duration;
     /// let config = zk_master::Config::new("127.0.0.1:2181").connect_timeout(Duration::from_secs(2));
     /// assert!(config.validate().is_ok());
+    /// assert!(zk_master::Config::new("127.0.0.1:2181").connect_timeout(Duration::MAX).validate().is_ok());
     /// ```
+    #[must_use = "a Config builder method returns the new Config; the old one is moved"]
     pub fn connect_timeout(mut self, timeout: Duration) -> Config {
-        self.connect_timeout = timeout;
+        // Saturated here, where the value enters: every deadline made from it
+        // (`now + connect_timeout`) then fits in an Instant.
+        self.connect_timeout = timeout.min(FOREVER);
         self
     }
 
@@ -161,6 +195,7 @@ impl Config {
     /// let config = zk_master::Config::new("127.0.0.1:2181").lease_margin(Duration::from_millis(500));
     /// assert!(config.validate().is_ok());
     /// ```
+    #[must_use = "a Config builder method returns the new Config; the old one is moved"]
     pub fn lease_margin(mut self, margin: Duration) -> Config {
         self.lease_margin = Some(margin);
         self
@@ -173,6 +208,7 @@ impl Config {
     /// let config = zk_master::Config::new("127.0.0.1:2181").data(b"10.0.0.7:8080".to_vec());
     /// assert!(config.validate().is_ok());
     /// ```
+    #[must_use = "a Config builder method returns the new Config; the old one is moved"]
     pub fn data(mut self, data: Vec<u8>) -> Config {
         self.data = data;
         self
@@ -189,6 +225,7 @@ impl Config {
     /// assert!(config.validate().is_ok());
     /// assert!(!format!("{config:?}").contains("s3cret"));
     /// ```
+    #[must_use = "a Config builder method returns the new Config; the old one is moved"]
     pub fn auth(mut self, user_password: impl Into<String>) -> Config {
         self.credentials = Some(Credentials(user_password.into()));
         self
@@ -202,6 +239,7 @@ impl Config {
     /// let config = zk_master::Config::new("127.0.0.1:2181").auth("workers:s3cret").readable_by_anyone(false);
     /// assert!(config.validate().is_ok());
     /// ```
+    #[must_use = "a Config builder method returns the new Config; the old one is moved"]
     pub fn readable_by_anyone(mut self, readable: bool) -> Config {
         self.readable_by_anyone = readable;
         self
@@ -453,6 +491,33 @@ mod tests {
         }
         assert_eq!(field_of(base().auth("user:pass:with:colons")), None);
         assert_eq!(field_of(base().data(vec![0; MAX_DATA_LEN])), None);
+    }
+
+    #[test]
+    fn the_longest_durations_saturate_instead_of_overflowing() {
+        let config = Config::new("127.0.0.1:2181").connect_timeout(Duration::MAX);
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.connect_timeout, FOREVER);
+        let now = Instant::now();
+        // What the election thread does with it must not panic.
+        let _ = now + config.connect_timeout;
+        assert_eq!(deadline_after(now, Duration::MAX), now + FOREVER);
+        assert_eq!(
+            deadline_after(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
+        assert_eq!(deadline_after(now, Duration::ZERO), now);
+        // Still refused: these are not "very long", they are impossible.
+        for bad in [Duration::MAX, Duration::ZERO] {
+            assert_eq!(
+                field_of(Config::new("h:1").session_timeout(bad)),
+                Some("session_timeout")
+            );
+        }
+        assert_eq!(
+            field_of(Config::new("h:1").lease_margin(Duration::MAX)),
+            Some("lease_margin")
+        );
     }
 
     #[test]

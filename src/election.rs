@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 
 use crate::backend::zk08::Zk08;
 use crate::backend::{Backend, InputSink};
-use crate::callbacks::{self, Dispatch};
+use crate::callbacks::{self, CallbackId, Dispatch, Subscription};
 use crate::config::Config;
 use crate::core::{Core, Settings};
 use crate::driver::{Driver, Message};
@@ -62,14 +62,15 @@ impl Election {
     pub fn join(config: Config) -> Result<Election> {
         config.validate()?;
         let ensemble = config.ensemble()?;
-        let thread_error = |e: std::io::Error| Error::Server {
-            op: "spawn",
-            path: String::new(),
-            reason: e.to_string(),
+        let thread_error = |thread: &'static str| {
+            move |e: std::io::Error| Error::Spawn {
+                thread,
+                source: e.into(),
+            }
         };
         let shared = Arc::new(Shared::new());
         let (inputs, messages) = mpsc::channel();
-        let dispatch = callbacks::spawn().map_err(thread_error)?;
+        let dispatch = callbacks::spawn().map_err(thread_error("callbacks"))?;
         let backend_inputs = inputs.clone();
         // Runs on the backend's threads: a channel send only.
         let sink: InputSink = Arc::new(move |input| {
@@ -90,7 +91,7 @@ impl Election {
         let thread = thread::Builder::new()
             .name("zk-master-election".into())
             .spawn(move || driver.run(joined_tx))
-            .map_err(thread_error)?;
+            .map_err(thread_error("election"))?;
         match joined_rx.recv() {
             Ok(Ok(())) => Ok(Election {
                 shared,
@@ -215,8 +216,9 @@ impl Election {
             .filter(|_| self.shared.role(&status) == Role::Master)
     }
 
-    /// Waits until this member is master, or `timeout` has passed. Returns
-    /// whether it is master.
+    /// Waits until this member is master, or `timeout` has passed, or the
+    /// election is resigned. Returns whether it is master. A timeout too long
+    /// to add to the clock (such as [`Duration::MAX`]) waits without limit.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -225,28 +227,47 @@ impl Election {
     ///     println!("I've become master!");
     /// }
     /// ```
+    #[must_use = "it returns false when the timeout passed before this member became master"]
     pub fn wait_until_master(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        // None: beyond what an Instant can hold, so no deadline at all.
+        let deadline = Instant::now().checked_add(timeout);
         let mut status = self.shared.status.lock();
         while !self.shared.is_master() {
-            if status.resigned
-                || self
+            if status.resigned {
+                return false;
+            }
+            let timed_out = match deadline {
+                Some(deadline) => self
                     .shared
                     .changed
                     .wait_until(&mut status, deadline)
-                    .timed_out()
-            {
+                    .timed_out(),
+                None => {
+                    self.shared.changed.wait(&mut status);
+                    false
+                }
+            };
+            if timed_out {
                 return self.shared.is_master();
             }
         }
         true
     }
 
-    /// Calls `callback` on every change of role, with the old and new role and
-    /// the masters. Callbacks run on one thread of the library, in the order
-    /// of the changes, one at a time, never while the library holds a lock; a
+    /// Calls `callback` on every change of role or of connection from now
+    /// on. The [`RoleChange`] it gets holds everything about the election at
+    /// that change (old and new role, this member's name, the masters and
+    /// every member with their data, the connection, the time), so the
+    /// callback never needs to capture this handle; if it calls into the
+    /// handle anyway, let it hold a [`Weak`](std::sync::Weak), not an
+    /// [`Arc`], or the handle is never dropped.
+    ///
+    /// Callbacks and [subscriptions](Self::subscribe) are served by one thread
+    /// of the library, in the order they were registered, change after
+    /// change, one at a time, never while the library holds a lock; a
     /// callback may call any method of this handle. A callback that panics is
-    /// logged and the election goes on.
+    /// logged and the election goes on. Returns the id that
+    /// [`remove_callback`](Self::remove_callback) takes.
     ///
     /// ```no_run
     /// use zk_master::Role;
@@ -256,11 +277,60 @@ impl Election {
     ///     _ => println!("{:?} is masters, I'm {}", change.masters, change.new),
     /// });
     /// ```
-    pub fn on_change<F>(&self, callback: F)
+    pub fn on_change<F>(&self, callback: F) -> CallbackId
     where
         F: FnMut(&RoleChange) + Send + 'static,
     {
-        let _ = self.dispatch.send(Dispatch::Register(Box::new(callback)));
+        let id = CallbackId::next();
+        let _ = self
+            .dispatch
+            .send(Dispatch::Register(id, Box::new(callback)));
+        id
+    }
+
+    /// Removes a callback registered with [`on_change`](Self::on_change), and
+    /// drops it. It takes effect in order: the callback still runs for the
+    /// changes that happened before this call (the callback thread may not
+    /// have reached them yet), and for none after. Does not wait, so a
+    /// callback may remove itself or another; an unknown id does nothing.
+    ///
+    /// ```no_run
+    /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
+    /// let id = election.on_change(|change| println!("now {}", change.new));
+    /// if election.wait_until_master(std::time::Duration::from_secs(30)) {
+    ///     election.remove_callback(id); // quiet from now on
+    /// }
+    /// ```
+    pub fn remove_callback(&self, id: CallbackId) {
+        let _ = self.dispatch.send(Dispatch::Remove(id));
+    }
+
+    /// The changes of role and connection from now on, as a channel that
+    /// another thread can block on, poll, or iterate (see [`Subscription`]).
+    /// It gets the same changes as the [callbacks](Self::on_change), in the
+    /// same order, from the same library thread, and queues them without
+    /// limit: a slow reader never holds up the election or the callbacks. It
+    /// disconnects after the last change once the election is resigned or the
+    /// handle dropped; dropping it unsubscribes.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use zk_master::Role;
+    /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
+    /// let changes = election.subscribe();
+    /// while let Ok(change) = changes.recv_timeout(Duration::from_secs(60)) {
+    ///     if change.new == Role::Master {
+    ///         println!("I've become master!");
+    ///     }
+    /// }
+    /// ```
+    #[must_use = "dropping a Subscription unsubscribes at once"]
+    pub fn subscribe(&self) -> Subscription {
+        let (subscriber, subscription) = Subscription::new();
+        // If the callback thread is gone, the sender goes with the failed
+        // message and the subscription reads as disconnected.
+        let _ = self.dispatch.send(Dispatch::Subscribe(subscriber));
+        subscription
     }
 
     /// Steps down and joins again at the back of the queue, in the same
@@ -285,7 +355,9 @@ impl Election {
     /// Leaves the election: steps down at once, deletes this member's node so
     /// a successor takes over without waiting for a session timeout, and
     /// closes the session. Returns when the node is deleted or the attempt has
-    /// timed out. Calling it again does nothing; dropping the handle calls it.
+    /// timed out. Callbacks still get the last change, then are dropped;
+    /// [subscriptions](Self::subscribe) disconnect once it is read. Calling it
+    /// again does nothing; dropping the handle calls it.
     ///
     /// ```no_run
     /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
@@ -301,6 +373,9 @@ impl Election {
             let _ = done.recv();
         }
         let _ = thread.join();
+        // The election thread has sent its last change: subscriptions may
+        // disconnect once they have read it, and callbacks be dropped.
+        let _ = self.dispatch.send(Dispatch::Close);
     }
 }
 
@@ -317,5 +392,94 @@ impl std::fmt::Debug for Election {
             .field("member", &status.member)
             .field("role", &self.shared.role(&status))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Status;
+
+    /// A handle with its callback thread but no election thread, fed by hand.
+    fn detached() -> Election {
+        Election {
+            shared: Arc::new(Shared::new()),
+            inputs: mpsc::channel().0,
+            dispatch: callbacks::spawn().expect("callback thread"),
+            thread: Mutex::new(None),
+        }
+    }
+
+    fn status(role: Role, resigned: bool) -> Status {
+        let mut status = Status::clone(&Shared::new().status.lock());
+        status.role = role;
+        status.resigned = resigned;
+        status
+    }
+
+    fn change(new: Role) -> RoleChange {
+        RoleChange {
+            old: Role::Offline,
+            new,
+            member: None,
+            masters: Vec::new(),
+            members: Vec::new(),
+            connection: Connection::Connected,
+            at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn subscriptions_and_callbacks_hear_the_changes_the_election_thread_sends() {
+        let election = detached();
+        let (heard_tx, heard) = mpsc::channel();
+        let id = election.on_change(move |c| heard_tx.send(c.new).unwrap());
+        let changes = election.subscribe();
+        let wait = Duration::from_secs(5);
+        // What the election thread does on a change.
+        election
+            .dispatch
+            .send(Dispatch::Change(change(Role::Slave)))
+            .unwrap();
+        assert_eq!(changes.recv_timeout(wait).map(|c| c.new), Ok(Role::Slave));
+        assert_eq!(heard.recv_timeout(wait), Ok(Role::Slave));
+        election.remove_callback(id);
+        election
+            .dispatch
+            .send(Dispatch::Change(change(Role::Master)))
+            .unwrap();
+        assert_eq!(changes.recv_timeout(wait).map(|c| c.new), Ok(Role::Master));
+        assert!(heard.recv_timeout(wait).is_err(), "removed");
+        drop(election);
+        assert!(changes.recv_timeout(Duration::MAX).is_err(), "disconnected");
+    }
+
+    #[test]
+    fn waiting_without_limit_does_not_overflow_the_clock() {
+        let election = Arc::new(detached());
+        let publisher = election.clone();
+        let promote = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            let lease = Instant::now() + Duration::from_secs(60);
+            let seen = publisher.shared.revocations();
+            publisher
+                .shared
+                .publish(status(Role::Master, false), Some(lease), seen);
+        });
+        assert!(election.wait_until_master(Duration::MAX));
+        promote.join().unwrap();
+
+        // A resigned election ends even an unbounded wait.
+        election.shared.revoke();
+        let publisher = election.clone();
+        let resign = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(50));
+            let seen = publisher.shared.revocations();
+            publisher
+                .shared
+                .publish(status(Role::Offline, true), None, seen);
+        });
+        assert!(!election.wait_until_master(Duration::MAX));
+        resign.join().unwrap();
     }
 }

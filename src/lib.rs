@@ -33,6 +33,7 @@
 //! waits until its owner has stepped down. See the README's "Guarantees"
 //! section for the assumptions.
 #![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod backend;
 mod callbacks;
@@ -45,9 +46,10 @@ mod member;
 mod role;
 mod state;
 
+pub use callbacks::{CallbackId, Subscription};
 pub use config::{Config, MAX_DATA_LEN};
 pub use election::Election;
-pub use error::{Error, Result};
+pub use error::{Error, IoError, Result};
 pub use member::Member;
 pub use role::{Connection, Role, RoleChange};
 

@@ -4,13 +4,21 @@ use crate::member::Member;
 
 /// The part this process plays in the group right now.
 ///
+/// Later versions may add roles, so a `match` needs a `_` arm.
+///
 /// ```
 /// use zk_master::Role;
 ///
 /// assert_ne!(Role::Master, Role::Slave);
 /// assert_eq!(format!("{}", Role::Offline), "offline");
+/// let working = match Role::Slave {
+///     Role::Master => true,
+///     _ => false,
+/// };
+/// assert!(!working);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Role {
     /// Among the first N members, with a lease that still holds.
     Master,
@@ -33,12 +41,20 @@ impl std::fmt::Display for Role {
 
 /// The member's link to ZooKeeper, as Curator and kazoo name its states.
 ///
+/// Later versions may add states, so a `match` needs a `_` arm.
+///
 /// ```
 /// use zk_master::Connection;
 ///
 /// assert_eq!(format!("{}", Connection::Suspended), "suspended");
+/// let healthy = match Connection::Connected {
+///     Connection::Connected => true,
+///     _ => false,
+/// };
+/// assert!(healthy);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Connection {
     /// Connected, in the session that holds this member's node.
     Connected,
@@ -60,12 +76,16 @@ impl std::fmt::Display for Connection {
     }
 }
 
-/// One change of role or of connection, as passed to [`Election::on_change`](crate::Election::on_change) callbacks.
+/// One change of role or of connection, as passed to
+/// [`Election::on_change`](crate::Election::on_change) callbacks and sent to
+/// [`Subscription`](crate::Subscription)s. It describes the election as it was
+/// at the change, so a callback needs no access to the handle.
 ///
 /// ```no_run
 /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
 /// election.on_change(|change: &zk_master::RoleChange| {
 ///     println!("{} -> {} ({}), masters: {:?}", change.old, change.new, change.connection, change.masters);
+///     println!("{} members", change.members.len());
 /// });
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,28 +99,11 @@ pub struct RoleChange {
     pub member: Option<String>,
     /// The masters at the time of the change, in election order.
     pub masters: Vec<Member>,
+    /// Every member at the time of the change, in election order, with their
+    /// data; the masters are the first of them.
+    pub members: Vec<Member>,
     /// The connection at the time of the change.
     pub connection: Connection,
     /// When the change happened.
     pub at: std::time::Instant,
-}
-
-impl RoleChange {
-    pub(crate) fn new(
-        old: Role,
-        new: Role,
-        member: Option<String>,
-        masters: Vec<Member>,
-        connection: Connection,
-        at: std::time::Instant,
-    ) -> RoleChange {
-        RoleChange {
-            old,
-            new,
-            member,
-            masters,
-            connection,
-            at,
-        }
-    }
 }

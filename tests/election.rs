@@ -296,6 +296,35 @@ fn callbacks_run_in_order_off_the_lock_and_survive_panics() {
 }
 
 #[test]
+fn a_subscription_sees_what_callbacks_see_and_ends_with_the_election() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let a = join(config(&server, "/subscribe"));
+    assert!(a.wait_until_master(SOON));
+    let b = join(config(&server, "/subscribe"));
+    let changes = b.subscribe();
+    let (heard_tx, heard) = std::sync::mpsc::channel();
+    let id = b.on_change(move |change| {
+        let _ = heard_tx.send((change.new, change.members.len()));
+    });
+    a.resign();
+    assert!(b.wait_until_master(SOON));
+    let change = changes.recv_timeout(SOON).expect("the promotion");
+    assert_eq!((change.old, change.new), (Role::Slave, Role::Master));
+    assert_eq!(change.masters.len(), 1);
+    assert_eq!(
+        change.members, change.masters,
+        "a was the only other member"
+    );
+    assert_eq!(heard.recv_timeout(SOON), Ok((Role::Master, 1)));
+    b.remove_callback(id);
+    b.resign();
+    let last: Vec<RoleChange> = changes.iter().collect();
+    assert_eq!(last.last().map(|c| c.new), Some(Role::Offline), "{last:?}");
+    assert!(heard.recv_timeout(SOON).is_err(), "removed, then dropped");
+}
+
+#[test]
 fn the_example_worker_logs_like_the_original_and_exits_cleanly() {
     common::init_logging();
     let server = ZkServer::start();

@@ -36,6 +36,7 @@ pub(crate) use io::{
     WatchKind,
 };
 
+pub(crate) use crate::config::deadline_after as later;
 use crate::error::Error;
 use crate::member::Member;
 use crate::role::{Connection, Role, RoleChange};
@@ -106,13 +107,6 @@ pub(crate) enum Mutant {
     AnyConnectionRenews,
     /// A renewal accepts the node whoever owns it.
     NoOwnerCheck,
-}
-
-/// `now + d`, or a moment a century away when that does not fit.
-pub(crate) fn later(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
-        .unwrap_or(now)
 }
 
 /// Where the core is in its life.
@@ -699,14 +693,15 @@ impl Core {
             let old = self.notified.0;
             log::debug!("role {old} -> {role}, connection {}", view.connection);
             self.notified = told;
-            self.commands.push_back(Command::Notify(RoleChange::new(
+            self.commands.push_back(Command::Notify(RoleChange {
                 old,
-                role,
-                view.member.clone(),
-                view.masters,
-                view.connection,
-                now,
-            )));
+                new: role,
+                member: view.member.clone(),
+                masters: view.masters,
+                members: view.members.clone(),
+                connection: view.connection,
+                at: now,
+            }));
         }
     }
 }
