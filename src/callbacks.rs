@@ -70,11 +70,24 @@ pub(crate) fn spawn() -> std::io::Result<Sender<Dispatch>> {
 fn run(rx: Receiver<Dispatch>) {
     let mut listeners: Vec<Listener> = Vec::new();
     let mut closed = false;
+    // The last change: a new listener is first told the state it describes,
+    // as a change from offline, so the role held at join is never missed.
+    let mut current: Option<RoleChange> = None;
     for message in rx {
         match message {
             Dispatch::Register(..) | Dispatch::Subscribe(_) if closed => {}
-            Dispatch::Register(id, callback) => listeners.push(Listener::Callback(id, callback)),
-            Dispatch::Subscribe(subscriber) => listeners.push(Listener::Subscriber(subscriber)),
+            Dispatch::Register(id, callback) => {
+                let mut listener = Listener::Callback(id, callback);
+                if tell(&mut listener, current.as_ref().map(replay).as_ref()) {
+                    listeners.push(listener);
+                }
+            }
+            Dispatch::Subscribe(subscriber) => {
+                let mut listener = Listener::Subscriber(subscriber);
+                if tell(&mut listener, current.as_ref().map(replay).as_ref()) {
+                    listeners.push(listener);
+                }
+            }
             Dispatch::Remove(id) => {
                 listeners.retain(|l| !matches!(l, Listener::Callback(i, _) if *i == id));
             }
@@ -82,19 +95,36 @@ fn run(rx: Receiver<Dispatch>) {
                 closed = true;
                 listeners.clear();
             }
-            Dispatch::Change(change) => listeners.retain_mut(|listener| match listener {
-                Listener::Callback(_, callback) => {
-                    let run = panic::catch_unwind(AssertUnwindSafe(|| callback(&change)));
-                    if run.is_err() {
-                        log::error!("a role-change callback panicked; the election goes on");
-                    }
-                    true
-                }
-                // Unbounded: never blocks this thread. A dropped receiver
-                // fails the send, and its subscriber goes.
-                Listener::Subscriber(subscriber) => subscriber.send(change.clone()).is_ok(),
-            }),
+            Dispatch::Change(change) => {
+                listeners.retain_mut(|listener| tell(listener, Some(&change)));
+                current = Some(change);
+            }
         }
+    }
+}
+
+/// The state `change` left, told as a change from offline.
+fn replay(change: &RoleChange) -> RoleChange {
+    RoleChange {
+        old: crate::role::Role::Offline,
+        ..change.clone()
+    }
+}
+
+/// Tells one listener of `change`, if any; returns whether to keep it.
+fn tell(listener: &mut Listener, change: Option<&RoleChange>) -> bool {
+    let Some(change) = change else { return true };
+    match listener {
+        Listener::Callback(_, callback) => {
+            let run = panic::catch_unwind(AssertUnwindSafe(|| callback(change)));
+            if run.is_err() {
+                log::error!("a role-change callback panicked; the election goes on");
+            }
+            true
+        }
+        // Unbounded: never blocks this thread. A dropped receiver fails the
+        // send, and its subscriber goes.
+        Listener::Subscriber(subscriber) => subscriber.send(change.clone()).is_ok(),
     }
 }
 

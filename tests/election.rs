@@ -284,10 +284,12 @@ fn callbacks_run_in_order_off_the_lock_and_survive_panics() {
     let c = join(config(&server, "/callbacks"));
     b.requeue().expect("requeue");
     assert!(c.wait_until_master(SOON));
-    wait_for(SOON, "three changes", || seen.lock().unwrap().len() >= 3);
+    wait_for(SOON, "four changes", || seen.lock().unwrap().len() >= 4);
     assert_eq!(
         *seen.lock().unwrap(),
         [
+            // Told at registration: the role b held then.
+            (Role::Offline, Role::Slave, 1),
             (Role::Slave, Role::Master, 1),
             (Role::Master, Role::Offline, 1),
             (Role::Offline, Role::Slave, 1),

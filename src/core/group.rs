@@ -156,10 +156,10 @@ impl Core {
         }
         match result {
             Ok(Answer::Children(children)) => {
-                let missing: Vec<String> = children
-                    .iter()
-                    .filter(|name| !self.group.data.contains_key(*name))
-                    .cloned()
+                // Only children named like members can be members: read their data.
+                let missing: Vec<String> = in_election_order(children.clone())
+                    .into_iter()
+                    .filter(|name| !self.group.data.contains_key(name))
                     .collect();
                 self.group.refresh = Refresh::Reading {
                     left: missing.len(),
