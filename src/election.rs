@@ -398,7 +398,7 @@ impl std::fmt::Debug for Election {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::Status;
+    use crate::core::View;
 
     /// A handle with its callback thread but no election thread, fed by hand.
     fn detached() -> Election {
@@ -410,9 +410,10 @@ mod tests {
         }
     }
 
-    fn status(role: Role, resigned: bool) -> Status {
-        let mut status = Status::clone(&Shared::new().status.lock());
+    fn status(role: Role, lease_until: Option<Instant>, resigned: bool) -> View {
+        let mut status = View::clone(&Shared::new().status.lock());
         status.role = role;
+        status.lease_until = lease_until;
         status.resigned = resigned;
         status
     }
@@ -461,23 +462,19 @@ mod tests {
         let promote = thread::spawn(move || {
             thread::sleep(Duration::from_millis(50));
             let lease = Instant::now() + Duration::from_secs(60);
-            let seen = publisher.shared.revocations();
             publisher
                 .shared
-                .publish(status(Role::Master, false), Some(lease), seen);
+                .publish(status(Role::Master, Some(lease), false));
         });
         assert!(election.wait_until_master(Duration::MAX));
         promote.join().unwrap();
 
         // A resigned election ends even an unbounded wait.
-        election.shared.revoke();
+        election.shared.publish(status(Role::Offline, None, false));
         let publisher = election.clone();
         let resign = thread::spawn(move || {
             thread::sleep(Duration::from_millis(50));
-            let seen = publisher.shared.revocations();
-            publisher
-                .shared
-                .publish(status(Role::Offline, true), None, seen);
+            publisher.shared.publish(status(Role::Offline, None, true));
         });
         assert!(!election.wait_until_master(Duration::MAX));
         resign.join().unwrap();

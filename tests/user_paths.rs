@@ -1,0 +1,144 @@
+//! Paths only a user's program walks, each found by trying the library as a
+//! new user would (issue 8): callbacks at a lapse, for the role held at join
+//! and for a change of masters; the view after resign; a join started before
+//! the server; durations too large for the clock.
+
+mod common;
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::ZkServer;
+use zk_master::{Config, Connection, Election, Role, RoleChange, Subscription};
+
+const SESSION: Duration = Duration::from_millis(2000);
+const SOON: Duration = Duration::from_secs(10);
+
+fn config(server: &ZkServer, group: &str) -> Config {
+    Config::new(server.connect_string())
+        .group(group)
+        .session_timeout(SESSION)
+        .connect_timeout(SOON)
+}
+
+/// Receives changes until one matches, within `SOON`.
+fn until(changes: &Subscription, what: &str, f: impl Fn(&RoleChange) -> bool) {
+    let deadline = Instant::now() + SOON;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match changes.recv_timeout(left) {
+            Ok(change) if f(&change) => return,
+            Ok(_) => {}
+            Err(e) => panic!("no change {what} within {SOON:?}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_lapsed_lease_is_told_to_callbacks_within_milliseconds() {
+    common::init_logging();
+    let mut server = ZkServer::start();
+    let election = Election::join(config(&server, "/lapse")).expect("join");
+    assert!(election.wait_until_master(SOON));
+    let (tx, changes) = mpsc::channel();
+    election.on_change(move |change| {
+        let _ = tx.send((change.clone(), Instant::now()));
+    });
+    let (told, _) = changes.recv_timeout(SOON).expect("the role held at join");
+    assert_eq!(told.new, Role::Master, "the role held at join is told");
+    server.stop();
+    let stopped = Instant::now();
+    let mut false_at = None;
+    while false_at.is_none() && stopped.elapsed() < SOON {
+        if !election.is_master() {
+            false_at = Some(Instant::now());
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    let false_at = false_at.expect("the lease lapses with the server gone");
+    let deadline = Instant::now() + SOON;
+    let called_at = loop {
+        let (change, at) = changes
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("a callback for the lapse");
+        // Master -> Master changes tell of the connection (suspended) meanwhile.
+        if change.old == Role::Master && change.new != Role::Master {
+            break at;
+        }
+    };
+    let gap = called_at.saturating_duration_since(false_at);
+    eprintln!(
+        "is_master() false {:?} after the stop, callback {gap:?} later",
+        false_at - stopped
+    );
+    assert!(gap < Duration::from_millis(200), "callback {gap:?} late");
+}
+
+#[test]
+fn a_slave_is_told_when_the_masters_change() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let a = Election::join(config(&server, "/follow")).expect("join a");
+    let b = Election::join(config(&server, "/follow")).expect("join b");
+    let c = Election::join(config(&server, "/follow")).expect("join c");
+    assert!(a.wait_until_master(SOON));
+    let changes = c.subscribe();
+    until(&changes, "telling c's role", |ch| ch.new == Role::Slave);
+    let b_name = b.member_name().expect("b's node");
+    a.resign();
+    until(&changes, "naming b master", |ch| {
+        ch.new == Role::Slave && ch.masters.first().map(|m| m.name()) == Some(b_name.as_str())
+    });
+}
+
+#[test]
+fn resign_clears_the_view() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let a = Election::join(config(&server, "/cleared")).expect("join");
+    assert!(a.wait_until_master(SOON));
+    a.resign();
+    assert!(!a.is_master());
+    assert_eq!(a.role(), Role::Offline);
+    assert!(
+        a.masters().is_empty(),
+        "masters after resign: {:?}",
+        a.masters()
+    );
+    assert!(
+        a.members().is_empty(),
+        "members after resign: {:?}",
+        a.members()
+    );
+    assert_eq!(a.connection().0, Connection::Lost);
+    assert_eq!(a.fencing_token(), None);
+}
+
+#[test]
+fn join_retries_until_the_server_starts() {
+    common::init_logging();
+    let mut server = ZkServer::start();
+    let config = config(&server, "/early");
+    server.stop();
+    let joining = thread::spawn(move || {
+        let started = Instant::now();
+        (Election::join(config), started.elapsed())
+    });
+    thread::sleep(Duration::from_millis(1500));
+    server.restart();
+    let (joined, took) = joining.join().expect("join thread");
+    let election = joined.expect("join retries until a server answers");
+    eprintln!("joined {took:?} after starting, the server came up after 1.5 s");
+    assert!(took >= Duration::from_millis(1500));
+    assert!(election.wait_until_master(SOON));
+}
+
+#[test]
+fn durations_too_large_for_the_clock_saturate() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let config = config(&server, "/forever").connect_timeout(Duration::MAX);
+    let election = Election::join(config).expect("join with Duration::MAX");
+    assert!(election.wait_until_master(Duration::MAX));
+}
