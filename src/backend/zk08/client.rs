@@ -202,6 +202,14 @@ impl Client {
         }
     }
 
+    /// True while an asked close has not been confirmed.
+    pub(super) fn closing(&mut self) -> bool {
+        match &self.closed {
+            Some(done) => matches!(done.try_recv(), Err(mpsc::TryRecvError::Empty)),
+            None => false,
+        }
+    }
+
     /// Waits for an asked close until `deadline` at most.
     pub(super) fn wait_closed(&mut self, deadline: Instant) {
         if let Some(done) = self.closed.take() {

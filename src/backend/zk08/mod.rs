@@ -91,6 +91,7 @@ impl Backend for Zk08 {
     }
 
     fn close(&mut self, session: SessionId) {
+        self.closing.retain_mut(Client::closing);
         if let Some(mut client) = self.clients.remove(&session) {
             client.close();
             self.closing.push(client);
