@@ -668,14 +668,73 @@ impl Member {
     }
 }
 
+/// Options for an [`Ensemble`]; get one from [`Ensemble::builder`].
+#[derive(Debug, Clone)]
+pub struct EnsembleBuilder {
+    n: usize,
+    sync_limit: u32,
+    peer_proxies: bool,
+}
+
+impl EnsembleBuilder {
+    /// The servers' `syncLimit` in ticks (default 5): how long a follower goes without hearing
+    /// from its leader (and the leader without an answer from a follower) before giving up.
+    pub fn sync_limit(mut self, ticks: u32) -> Self {
+        self.sync_limit = ticks;
+        self
+    }
+
+    /// Servers reach each other only through proxies (see [`Ensemble::isolate`]); clients still
+    /// connect to the servers' real client ports. Default: off, servers talk directly.
+    pub fn peer_proxies(mut self, on: bool) -> Self {
+        self.peer_proxies = on;
+        self
+    }
+
+    /// Starts the servers and waits for a quorum; see [`Ensemble::start`].
+    pub fn start(self) -> Ensemble {
+        Ensemble::start_with(self)
+    }
+}
+
+/// How [`Ensemble::isolate_with`] cuts a server off from its peers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Nothing moves on the peer connections, which stay open, and new ones hang: a network
+    /// partition, noticed only through timeouts.
+    Blackhole,
+    /// Every peer connection is closed and new ones are closed at once: peers notice at once.
+    CutAndRefuse,
+}
+
+/// The two proxies through which server `from` reaches server `to`'s quorum and election ports
+/// (an ensemble with peer proxies has one per ordered pair of servers).
+struct PeerLink {
+    from: usize,
+    to: usize,
+    quorum: proxy::Proxy,
+    election: proxy::Proxy,
+}
+
 /// An ensemble of ZooKeeper quorum peers (`QuorumPeerMain`) on `127.0.0.1`, each with its own
 /// client, quorum and election port and its own data dir under one temporary directory (removed on
-/// drop). `tickTime=200`, `initLimit=10`, `syncLimit=5`, `maxSessionTimeout=10000` (a leader
-/// election can take seconds on a loaded machine). Servers are numbered from 0 in this API;
-/// server `i` has `myid` `i + 1`. Killed on drop, and also if the test process dies.
+/// drop). `tickTime=200`, `initLimit=10`, `syncLimit=5` (see [`EnsembleBuilder::sync_limit`]),
+/// `maxSessionTimeout=10000` (a leader election can take seconds on a loaded machine). Servers are
+/// numbered from 0 in this API; server `i` has `myid` `i + 1`. Killed on drop, and also if the
+/// test process dies.
+///
+/// With [`EnsembleBuilder::peer_proxies`], server `i`'s `zoo.cfg` lists every other server `j`
+/// at the addresses of two proxies owned by the pair `i → j` (one to `j`'s quorum port, one to its
+/// election port), and itself at its real ports (a server binds the ports of its own line). Every
+/// connection between two servers then crosses one of these proxies, whichever side opens it, and
+/// [`isolate`](Self::isolate) / [`heal`](Self::heal) switch them.
 pub struct Ensemble {
     dir: PathBuf,
     members: Vec<Member>,
+    sync_limit: u32,
+    /// Empty unless the ensemble was built with peer proxies. Dropped after the servers are
+    /// killed (see `Drop`), so no server sees its peers vanish while it runs.
+    links: Vec<PeerLink>,
 }
 
 impl Ensemble {
@@ -683,11 +742,25 @@ impl Ensemble {
     /// serves ([`wait_quorum`](Self::wait_quorum)). Panics if that takes longer than
     /// [`START_TIMEOUT`].
     pub fn start(n: usize) -> Ensemble {
+        Ensemble::builder(n).start()
+    }
+
+    /// Options for an ensemble of `n` servers: `syncLimit`, peer proxies.
+    pub fn builder(n: usize) -> EnsembleBuilder {
+        EnsembleBuilder {
+            n,
+            sync_limit: 5,
+            peer_proxies: false,
+        }
+    }
+
+    fn start_with(options: EnsembleBuilder) -> Ensemble {
+        let n = options.n;
         assert!(n >= 1, "an ensemble needs at least one server");
         let dir = fresh_dir("ensemble");
         let mut last_error = String::new();
         for _attempt in 0..START_ATTEMPTS {
-            let mut ensemble = Ensemble::configure(&dir, n);
+            let mut ensemble = Ensemble::configure(&dir, &options);
             for member in &mut ensemble.members {
                 member.spawn();
             }
@@ -715,19 +788,39 @@ impl Ensemble {
         );
     }
 
-    /// Writes configs (fresh ports, empty data dirs) for `n` members under `dir`.
-    fn configure(dir: &Path, n: usize) -> Ensemble {
+    /// Writes configs (fresh ports, empty data dirs) for the members under `dir`, and starts
+    /// the peer proxies if asked.
+    fn configure(dir: &Path, options: &EnsembleBuilder) -> Ensemble {
+        let n = options.n;
         let ports = free_ports(3 * n);
-        let servers: String = (0..n)
-            .map(|i| {
-                format!(
-                    "server.{}=127.0.0.1:{}:{}\n",
-                    i + 1,
-                    ports[3 * i + 1],
-                    ports[3 * i + 2]
-                )
-            })
-            .collect();
+        let mut links = Vec::new();
+        if options.peer_proxies {
+            for from in 0..n {
+                for to in (0..n).filter(|&to| to != from) {
+                    links.push(PeerLink {
+                        from,
+                        to,
+                        quorum: proxy::Proxy::to_port(ports[3 * to + 1]),
+                        election: proxy::Proxy::to_port(ports[3 * to + 2]),
+                    });
+                }
+            }
+        }
+        // The `server.N` lines as server `from` sees them.
+        let servers = |from: usize| -> String {
+            (0..n)
+                .map(|to| {
+                    let (quorum, election) = match links
+                        .iter()
+                        .find(|l: &&PeerLink| l.from == from && l.to == to)
+                    {
+                        Some(link) => (link.quorum.addr().port(), link.election.addr().port()),
+                        None => (ports[3 * to + 1], ports[3 * to + 2]),
+                    };
+                    format!("server.{}=127.0.0.1:{quorum}:{election}\n", to + 1)
+                })
+                .collect()
+        };
         let members = (0..n)
             .map(|i| {
                 let member_dir = dir.join(format!("server{}", i + 1));
@@ -737,8 +830,10 @@ impl Ensemble {
                 fs::write(data.join("myid"), format!("{}\n", i + 1)).expect("write myid");
                 let cfg = member_dir.join("zoo.cfg");
                 let text = format!(
-                    "{}initLimit=10\nsyncLimit=5\nmaxSessionTimeout=10000\n{servers}",
-                    common_config(&data, ports[3 * i])
+                    "{}initLimit=10\nsyncLimit={}\nmaxSessionTimeout=10000\n{}",
+                    common_config(&data, ports[3 * i]),
+                    options.sync_limit,
+                    servers(i)
                 );
                 fs::write(&cfg, text).expect("write zoo.cfg");
                 Member {
@@ -753,7 +848,61 @@ impl Ensemble {
         Ensemble {
             dir: dir.to_path_buf(),
             members,
+            sync_limit: options.sync_limit,
+            links,
         }
+    }
+
+    /// The servers' `syncLimit`, in ticks of [`TICK_TIME`].
+    pub fn sync_limit(&self) -> u32 {
+        self.sync_limit
+    }
+
+    /// Cuts server `i` off from every other server, both ways, with
+    /// [`Isolation::Blackhole`]; its client port stays reachable. Needs peer proxies.
+    pub fn isolate(&self, i: usize) {
+        self.isolate_with(i, Isolation::Blackhole);
+    }
+
+    /// Cuts server `i` off from every other server, both ways, as `how` says; its client port
+    /// stays reachable. Needs peer proxies.
+    pub fn isolate_with(&self, i: usize, how: Isolation) {
+        for link in self.links_of(i) {
+            for p in [&link.quorum, &link.election] {
+                match how {
+                    Isolation::Blackhole => p.set(proxy::Mode::Blackhole),
+                    Isolation::CutAndRefuse => p.cut(proxy::Mode::Refuse),
+                }
+            }
+        }
+    }
+
+    /// Undoes [`isolate`](Self::isolate): every proxy between server `i` and the others passes
+    /// again (held bytes go through, unless an end gave up meanwhile). Does not wait for the
+    /// server to rejoin: call [`wait_quorum`](Self::wait_quorum).
+    pub fn heal(&self, i: usize) {
+        for link in self.links_of(i) {
+            link.quorum.set(proxy::Mode::Pass);
+            link.election.set(proxy::Mode::Pass);
+        }
+    }
+
+    /// Connections accepted so far by the peer proxies to and from server `i` (to check that
+    /// the servers really talk through them).
+    pub fn peer_connections(&self, i: usize) -> u64 {
+        self.links_of(i)
+            .map(|l| l.quorum.connections() + l.election.connections())
+            .sum()
+    }
+
+    /// The links between server `i` and the others, both ways. Panics without peer proxies.
+    fn links_of(&self, i: usize) -> impl Iterator<Item = &PeerLink> + '_ {
+        assert!(
+            !self.links.is_empty(),
+            "this ensemble has no peer proxies: build it with Ensemble::builder(n).peer_proxies(true)"
+        );
+        assert!(i < self.len(), "no server {i}");
+        self.links.iter().filter(move |l| l.from == i || l.to == i)
     }
 
     /// Number of servers (running or not).
@@ -907,5 +1056,7 @@ impl Drop for Ensemble {
         if !keep_dirs() {
             let _ = fs::remove_dir_all(&self.dir);
         }
+        // The proxies last (each drop joins its threads, about proxy::TICK).
+        self.links.clear();
     }
 }
