@@ -43,6 +43,8 @@ mod error;
 mod member;
 mod relay;
 mod role;
+#[cfg(test)]
+mod sim;
 mod state;
 mod worker;
 
