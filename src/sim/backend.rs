@@ -195,15 +195,17 @@ impl World {
             None => (false, 0),
         };
         if !connected {
-            if let Some(client) = self.clients.get_mut(&key) {
-                client.inflight.insert(request);
-            }
+            // Fails at once, but after what the backend already told.
             let input = Input::Reply {
                 session,
                 request,
                 via: None,
                 result: Err(Failure::Interrupted("not connected".into())),
             };
+            if let Some(client) = self.clients.get_mut(&key) {
+                client.inflight.insert(request);
+                return self.deliver_later(key, input);
+            }
             let delay = Duration::from_micros(100);
             return self.schedule(delay, Event::Deliver { member, input });
         }
@@ -251,7 +253,7 @@ impl World {
             self.dispatch(fired);
             result
         };
-        if self.rng.chance(self.mix.lost_reply) {
+        if !self.calm && self.rng.chance(self.mix.lost_reply) {
             self.note(|| format!("  reply to {request:?} of {} lost", key_text(key)));
             return;
         }

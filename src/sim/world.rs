@@ -87,6 +87,8 @@ pub(super) struct World {
     pub(super) sessions: BTreeMap<i64, ServerSession>,
     pub(super) next_server_session: i64,
     pub(super) server_up: bool,
+    /// Once set, messages are neither slow nor lost.
+    pub(super) calm: bool,
     pub(super) stale: Option<Stale>,
     pub(super) stats: Stats,
     trace: Option<VecDeque<String>>,
@@ -163,6 +165,7 @@ impl World {
             sessions: BTreeMap::new(),
             next_server_session: 0x100,
             server_up: true,
+            calm: false,
             stale: None,
             stats: Stats::default(),
             trace: trace.then(VecDeque::new),
@@ -182,6 +185,7 @@ impl World {
         self.schedule(first, Event::Fault(Fault::Pick));
         let faults_end = self.mix.fault_window;
         self.run_until(faults_end)?;
+        self.calm = true;
         self.check_liveness(faults_end)?;
         self.check_cleanliness()
     }
@@ -463,7 +467,7 @@ impl World {
 
     /// A message's travel time: mostly fast, sometimes slow.
     pub(super) fn delay(&mut self) -> Duration {
-        if self.rng.chance(self.mix.slow_chance) {
+        if !self.calm && self.rng.chance(self.mix.slow_chance) {
             self.rng.between(Duration::from_millis(5), self.mix.slow)
         } else {
             self.rng
