@@ -258,10 +258,17 @@ impl Core {
         };
         let blocked = match result {
             Ok(Answer::Children(claims)) => {
-                let members: HashSet<&String> = order.iter().collect();
+                // A claim counts only for the node of that name in that session.
+                let members: HashSet<String> = order
+                    .iter()
+                    .filter_map(|name| {
+                        let (_, owner) = self.group.data.get(name)?.as_ref()?;
+                        Some(super::member::owned_claim_name(*owner, name))
+                    })
+                    .collect();
                 let orphaned: Vec<&String> = claims
                     .iter()
-                    .filter(|c| sequence_of(c).is_some() && !members.contains(c))
+                    .filter(|c| sequence_of(c).is_some() && !members.contains(c.as_str()))
                     .collect();
                 if !orphaned.is_empty() {
                     log::info!("waiting for {orphaned:?} to step down: their nodes are gone");

@@ -67,8 +67,9 @@ impl Core {
         format!("{}.claims", self.settings.group)
     }
 
-    pub(super) fn claim_path(&self, name: &str) -> String {
-        format!("{}/{name}", self.claims_dir())
+    /// `claim` is a claim's name, from [`claim_name`].
+    pub(super) fn claim_path(&self, claim: &str) -> String {
+        format!("{}/{claim}", self.claims_dir())
     }
 
     /// Opens the member session when due, and sends what the node needs.
@@ -100,7 +101,7 @@ impl Core {
             .node
             .own()
             .filter(|own| own.claim == Claim::Absent)
-            .map(|own| own.name.clone());
+            .map(claim_name);
         if let Some(name) = claim_missing {
             self.set_claim(Claim::Creating);
             let path = self.claim_path(&name);
@@ -209,6 +210,13 @@ impl Core {
     }
 
     pub(super) fn on_member_created(&mut self, result: Result<Answer, Failure>, now: Instant) {
+        if self.node != Node::Creating {
+            // The answer to a create we no longer wait for: a node it made is a stray.
+            if let Ok(Answer::Created(path)) = result {
+                self.strays.push(path);
+            }
+            return;
+        }
         match result {
             Ok(Answer::Created(path)) => {
                 let Some((session, conn)) = self.member.connected() else {
@@ -284,7 +292,7 @@ impl Core {
         result: Result<Answer, Failure>,
         now: Instant,
     ) {
-        if self.node.name() != Some(name) {
+        if self.node.own().map(claim_name).as_deref() != Some(name) {
             // A claim for a node we no longer hold.
             if result.is_ok() {
                 self.strays.push(self.claim_path(name));
@@ -366,12 +374,15 @@ impl Core {
     /// Our node was deleted by someone else: step down at once, let the claim
     /// go (so successors may take over) and register again.
     pub(super) fn step_down_from_deleted_node(&mut self, now: Instant) {
+        if !matches!(self.node, Node::Held(_)) {
+            return; // nothing held; a create in flight goes on
+        }
         let Node::Held(own) = std::mem::replace(&mut self.node, Node::Absent) else {
             return;
         };
         log::warn!("member node {} was deleted: joining again", own.path);
         self.lease_until = None;
-        self.strays.push(self.claim_path(&own.name));
+        self.strays.push(self.claim_path(&claim_name(&own)));
         self.strays_retry_at = now;
         self.group.stale = true;
     }
@@ -435,7 +446,7 @@ impl Core {
             self.old_sessions.push(s.server_session);
         }
         if let Node::Held(own) = std::mem::replace(&mut self.node, Node::Absent) {
-            self.strays.push(self.claim_path(&own.name));
+            self.strays.push(self.claim_path(&claim_name(&own)));
             self.strays.push(own.path);
         }
         self.fail_requeue(Error::Unreachable {
@@ -480,7 +491,7 @@ impl Core {
         };
         let mut paths = Vec::new();
         if let Node::Held(own) = std::mem::replace(&mut self.node, Node::Absent) {
-            paths.push(self.claim_path(&own.name));
+            paths.push(self.claim_path(&claim_name(&own)));
             paths.push(own.path);
         }
         paths.extend(self.strays.iter().cloned());
@@ -532,6 +543,19 @@ impl Core {
         self.node = Node::Creating;
         self.send_create_member(session, conn, now);
     }
+}
+
+/// The name of the claim of `own`: the member node's name after the owning
+/// session's id. A node's name alone can come back: once the group is deleted
+/// by hand its sequence counter starts again, and a successor given the same
+/// name would take a frozen master's claim for its own.
+pub(super) fn claim_name(own: &Own) -> String {
+    owned_claim_name(own.owner, &own.name)
+}
+
+/// The claim name of the member node `name` owned by session `owner`.
+pub(super) fn owned_claim_name(owner: i64, name: &str) -> String {
+    format!("{owner:x}-{name}")
 }
 
 fn create(path: String, mode: Mode) -> Op {
