@@ -22,6 +22,13 @@ pub(super) struct Group {
     blocked: bool,
     refresh: Refresh,
     own_watch: OwnWatch,
+    /// Bumped when this member registers a node: a read sent before then
+    /// may show another node of the same name (names come back once the
+    /// group is deleted by hand), so it must not give the new node a rank.
+    pub(super) epoch: u64,
+    /// The epoch when the read in progress was sent, and of `order`.
+    read_epoch: u64,
+    order_epoch: u64,
 }
 
 /// Where a read of the group is.
@@ -98,6 +105,7 @@ impl Core {
         if self.group.stale && self.group.refresh == Refresh::Idle {
             self.group.stale = false;
             self.group.refresh = Refresh::Listing;
+            self.group.read_epoch = self.group.epoch;
             let op = Op::Children {
                 path: self.settings.group.clone(),
                 watch: true,
@@ -222,7 +230,13 @@ impl Core {
     /// Once every new child's data is in: the new order, strays of ours, and
     /// the claims check when this member is about to become master.
     fn finish_reading(&mut self, now: Instant) {
-        let Refresh::Reading { children, left: 0 } = &self.group.refresh else {
+        let Refresh::Reading { left: 0, .. } = &self.group.refresh else {
+            return;
+        };
+        if !self.read_is_fresh() {
+            return;
+        }
+        let Refresh::Reading { children, .. } = &self.group.refresh else {
             return;
         };
         let mut order = in_election_order(children.clone());
@@ -256,6 +270,9 @@ impl Core {
         let Refresh::Claims { order } = std::mem::take(&mut self.group.refresh) else {
             return;
         };
+        if !self.read_is_fresh() {
+            return;
+        }
         let blocked = match result {
             Ok(Answer::Children(claims)) => {
                 // A claim counts only for the node of that name in that session.
@@ -285,7 +302,19 @@ impl Core {
         self.apply_order(order, blocked);
     }
 
+    /// Whether the read in progress was sent after our node was registered;
+    /// if not, it is dropped and the group read again.
+    fn read_is_fresh(&mut self) -> bool {
+        if self.group.read_epoch == self.group.epoch {
+            return true;
+        }
+        self.group.refresh = Refresh::Idle;
+        self.group.stale = true;
+        false
+    }
+
     fn apply_order(&mut self, order: Vec<String>, blocked: bool) {
+        self.group.order_epoch = self.group.read_epoch;
         self.group.order = order;
         self.group.blocked = blocked;
         self.group.refresh = Refresh::Idle;
@@ -364,7 +393,11 @@ impl Core {
         let Some(own) = self.node.own() else {
             return Role::Offline;
         };
-        let Some(rank) = self.group.position(&own.name) else {
+        let Some(rank) = self
+            .group
+            .position(&own.name)
+            .filter(|_| self.group.order_epoch == self.group.epoch)
+        else {
             return Role::Offline;
         };
         let leased = self.lease_until.is_some_and(|end| now < end);

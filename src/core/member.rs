@@ -268,6 +268,7 @@ impl Core {
                 self.extend_lease(proof);
                 self.renew_at = later(now, (self.settings.renewal_interval)(self.timeout));
                 self.group.stale = true;
+                self.group.epoch += 1;
                 if self.requeue_waiting {
                     self.requeue_waiting = false;
                     self.commands.push_back(Command::Requeued(Ok(())));
