@@ -85,6 +85,15 @@ pub(super) struct Stats {
     pub(super) faults: u64,
 }
 
+impl Stats {
+    pub(super) fn add(&mut self, other: &Stats) {
+        self.events += other.events;
+        self.promotions += other.promotions;
+        self.expiries += other.expiries;
+        self.faults += other.faults;
+    }
+}
+
 /// A failed run: the seed, the violation and (when traced) the last events.
 #[derive(Debug, Clone)]
 pub(super) struct Failed {

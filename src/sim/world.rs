@@ -87,6 +87,9 @@ pub(super) struct World {
     pub(super) sessions: BTreeMap<i64, ServerSession>,
     pub(super) next_server_session: i64,
     pub(super) server_up: bool,
+    /// Whether this schedule's hand deletions are of claims (else of
+    /// member nodes and the group).
+    pub(super) claims_by_hand: bool,
     /// Once set, messages are neither slow nor lost.
     pub(super) calm: bool,
     pub(super) stale: Option<Stale>,
@@ -117,6 +120,7 @@ impl World {
         let session_timeout = [1000, 2000, 2000, 5000][rng.below(4) as usize];
         let session_timeout = Duration::from_millis(session_timeout);
         let group = "/Roles/workers".to_owned();
+        let claims_by_hand = rng.chance(0.3);
         let base = Instant::now();
         let settings = Settings {
             connect: "sim".into(),
@@ -166,6 +170,7 @@ impl World {
             next_server_session: 0x100,
             server_up: true,
             calm: false,
+            claims_by_hand,
             stale: None,
             stats: Stats::default(),
             trace: trace.then(VecDeque::new),
