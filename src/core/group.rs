@@ -75,6 +75,14 @@ impl Group {
     pub(super) fn watcher_connected(&mut self) {
         self.stale = true;
         self.own_watch = OwnWatch::None;
+        // The group may have been deleted and its names given out again
+        // meanwhile: what was read of a name may be of another node now.
+        self.data.clear();
+    }
+
+    /// The group was deleted: names will be given out again.
+    pub(super) fn deleted(&mut self) {
+        self.data.clear();
     }
 
     fn position(&self, name: &str) -> Option<usize> {
