@@ -272,7 +272,8 @@ impl World {
             let Some(key) = self.sessions.get(&f.session).map(|s| s.client) else {
                 continue;
             };
-            let heard = self.reachable(key.0);
+            // A frozen member's connection still carries it (into its backlog).
+            let heard = !self.members[key.0].partitioned && !self.is_stale(key.0);
             let Some(client) = self.clients.get_mut(&key) else {
                 continue;
             };
