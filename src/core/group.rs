@@ -170,8 +170,10 @@ impl Core {
         }
         match result {
             Ok(Answer::Children(children)) => {
-                let present: HashSet<&String> = children.iter().collect();
-                self.group.data.retain(|name, _| present.contains(name));
+                // Every child is read again: a name seen before may be of
+                // another node now (the group may have been deleted and
+                // recreated between two reads without a watch saying so).
+                self.group.data.clear();
                 let missing: Vec<String> = children
                     .iter()
                     .filter(|name| !self.group.data.contains_key(*name))

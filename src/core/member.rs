@@ -194,7 +194,17 @@ impl Core {
     ) {
         match result {
             Ok(_) | Err(Failure::NodeExists) => {}
-            Err(e) => return self.member_failed("create", &self.settings.group.clone(), e, now),
+            Err(e) => {
+                // What waited for this path is tried again from the start.
+                match last {
+                    Some(AfterEnsure::CreateMember) if self.node == Node::EnsuringGroup => {
+                        self.node = Node::Absent;
+                    }
+                    Some(AfterEnsure::CreateClaim) => self.set_claim(Claim::Absent),
+                    _ => {}
+                }
+                return self.member_failed("create", &self.settings.group.clone(), e, now);
+            }
         }
         let Some((session, conn)) = self.member.connected() else {
             return;
