@@ -143,8 +143,14 @@ impl World {
             server_session: client.server.expect("a server session"),
             granted: client.granted,
         };
-        let missed = std::mem::take(&mut client.missed_watches);
         self.deliver_later(key, input);
+        self.flush_missed_watches(key);
+    }
+
+    /// Tells the watches that fired while the member could not hear.
+    pub(super) fn flush_missed_watches(&mut self, key: ClientKey) {
+        let client = self.clients.get_mut(&key).expect("known client");
+        let missed = std::mem::take(&mut client.missed_watches);
         for (path, kind) in missed {
             let input = Input::Watch {
                 session: key.1,

@@ -279,7 +279,10 @@ impl World {
         self.members[member].partitioned = false;
         // A connection whose session expired meanwhile was closed by the server.
         for key in self.connected_clients(member) {
-            if !self.server_session_alive(key) {
+            if self.server_session_alive(key) {
+                // TCP delivers at last what the server sent meanwhile.
+                self.flush_missed_watches(key);
+            } else {
                 self.drop_connection(key);
             }
         }
