@@ -17,7 +17,7 @@ pub(super) struct Group {
     order: Vec<String>,
     /// Each child's data and owner, once read; `None` for a persistent
     /// node, which is never a member.
-    data: HashMap<String, Option<(Vec<u8>, i64)>>,
+    data: HashMap<String, Option<(Vec<u8>, i64, i64)>>,
     /// A claim names a member node that is gone: no promotion until it goes.
     blocked: bool,
     refresh: Refresh,
@@ -227,7 +227,7 @@ impl Core {
                 if stat.owner == 0 {
                     log::warn!("{name} is a persistent node: not counted as a member");
                 }
-                let member = (stat.owner != 0).then_some((data, stat.owner));
+                let member = (stat.owner != 0).then_some((data, stat.owner, stat.czxid));
                 self.group.data.insert(name, member);
             }
             Err(Failure::NoNode) => {} // left meanwhile: not in `data`, so dropped
@@ -285,12 +285,12 @@ impl Core {
         }
         let blocked = match result {
             Ok(Answer::Children(claims)) => {
-                // A claim counts only for the node of that name in that session.
+                // A claim counts only for the very node it was made for.
                 let members: HashSet<String> = order
                     .iter()
                     .filter_map(|name| {
-                        let (_, owner) = self.group.data.get(name)?.as_ref()?;
-                        Some(super::member::owned_claim_name(*owner, name))
+                        let (_, _, czxid) = self.group.data.get(name)?.as_ref()?;
+                        Some(super::member::node_claim_name(*czxid, name))
                     })
                     .collect();
                 let orphaned: Vec<&String> = claims
@@ -335,7 +335,7 @@ impl Core {
     fn find_strays(&mut self, order: &[String]) {
         let current = self.node.own().map(|o| (o.owner, o.name.clone()));
         for name in order {
-            let Some(Some((_, owner))) = self.group.data.get(name) else {
+            let Some(Some((_, owner, _))) = self.group.data.get(name) else {
                 continue;
             };
             let ours_elsewhere = current

@@ -556,17 +556,19 @@ impl Core {
     }
 }
 
-/// The name of the claim of `own`: the member node's name after the owning
-/// session's id. A node's name alone can come back: once the group is deleted
-/// by hand its sequence counter starts again, and a successor given the same
-/// name would take a frozen master's claim for its own.
+/// The name of the claim of `own`: the member node's name after its czxid.
+/// A node's name alone can come back, even in the same session: once the
+/// group is deleted by hand its sequence counter starts again. A successor
+/// given a frozen master's name would take its claim for its own, and a
+/// retried delete of an old claim would delete the new one. A czxid is never
+/// given twice.
 pub(super) fn claim_name(own: &Own) -> String {
-    owned_claim_name(own.owner, &own.name)
+    node_claim_name(own.czxid, &own.name)
 }
 
-/// The claim name of the member node `name` owned by session `owner`.
-pub(super) fn owned_claim_name(owner: i64, name: &str) -> String {
-    format!("{owner:x}-{name}")
+/// The claim name of the member node `name` created by transaction `czxid`.
+pub(super) fn node_claim_name(czxid: i64, name: &str) -> String {
+    format!("{czxid:x}-{name}")
 }
 
 fn create(path: String, mode: Mode) -> Op {
