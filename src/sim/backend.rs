@@ -215,7 +215,11 @@ impl World {
             let delay = Duration::from_micros(100);
             return self.schedule(delay, Event::Deliver { member, input });
         }
-        let delay = self.delay();
+        let delay = if self.mix.slow_replies_only {
+            self.fast_delay()
+        } else {
+            self.delay()
+        };
         let now = self.now;
         let partitioned = self.members[member].partitioned;
         let client = self.clients.get_mut(&key).expect("checked");

@@ -94,6 +94,15 @@ pub(super) struct Mix {
     pub(super) watcher_gives_up: f64,
     /// Largest clock rate error, in parts per million.
     pub(super) clock_ppm: i64,
+    /// Faults aimed at one member hit a current master when there is one.
+    pub(super) aim_at_master: bool,
+    /// Only replies are slow (requests are fast).
+    pub(super) slow_replies_only: bool,
+    /// Claims and nodes may both be deleted by hand in one schedule (which
+    /// a frozen or cut-off master cannot survive, whatever the core does).
+    pub(super) claims_and_nodes_by_hand: bool,
+    /// Check only the promise (for mutants, whose other failures are moot).
+    pub(super) promise_only: bool,
 }
 
 impl Mix {
@@ -120,6 +129,10 @@ impl Mix {
             interrupt: 0.5,
             watcher_gives_up: 0.3,
             clock_ppm: 10_000,
+            aim_at_master: false,
+            slow_replies_only: false,
+            promise_only: false,
+            claims_and_nodes_by_hand: false,
         }
     }
 
@@ -138,6 +151,7 @@ impl Mix {
             requeue: 0,
             resign: 0,
             stale_follower: 0,
+            promise_only: true,
             ..Mix::standard()
         }
     }
@@ -148,7 +162,12 @@ impl World {
     pub(super) fn pick_fault(&mut self) {
         let mix = self.mix.clone();
         let n = self.members.len() as u64;
-        let member = self.rng.below(n) as usize;
+        let mut member = self.rng.below(n) as usize;
+        if mix.aim_at_master {
+            member = (0..self.members.len())
+                .find(|&m| self.is_master(m))
+                .unwrap_or(member);
+        }
         let t = self.session_timeout;
         let weights = [
             mix.drop,
@@ -180,6 +199,7 @@ impl World {
         // Deleting a live master's claim and then its node (or the group)
         // by hand defeats any successor's check: a schedule deletes one kind.
         let kind = match (kind, self.claims_by_hand) {
+            _ if mix.claims_and_nodes_by_hand => kind,
             (4, false) | (3 | 5 | 7, true) => 0,
             _ => kind,
         };

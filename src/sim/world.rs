@@ -191,6 +191,9 @@ impl World {
         let faults_end = self.mix.fault_window;
         self.run_until(faults_end)?;
         self.calm = true;
+        if self.mix.promise_only {
+            return Ok(());
+        }
         self.check_liveness(faults_end)?;
         self.check_cleanliness()
     }
@@ -475,9 +478,13 @@ impl World {
         if !self.calm && self.rng.chance(self.mix.slow_chance) {
             self.rng.between(Duration::from_millis(5), self.mix.slow)
         } else {
-            self.rng
-                .between(Duration::from_micros(200), Duration::from_millis(5))
+            self.fast_delay()
         }
+    }
+
+    pub(super) fn fast_delay(&mut self) -> Duration {
+        self.rng
+            .between(Duration::from_micros(200), Duration::from_millis(5))
     }
 }
 
