@@ -497,16 +497,24 @@ impl World {
             member,
             snapshot: self.tree.clone(),
         });
-        self.schedule(length, Event::Fault(Fault::StaleEnd));
+        let serving = self.stale_length.min(length);
+        let rest = length - serving;
+        self.schedule(serving, Event::Fault(Fault::StaleEnd { rest }));
     }
 
-    /// The follower gives up and drops its clients; they reconnect to the
-    /// leader, which may have expired their sessions.
-    pub(super) fn stale_end(&mut self) {
+    /// The follower gives up and drops its clients; they reach no server
+    /// for `rest`, then reconnect to the leader, which may have expired
+    /// their sessions.
+    pub(super) fn stale_end(&mut self, rest: Duration) {
         let Some(stale) = self.stale.take() else {
             return;
         };
-        for key in self.connected_clients(stale.member) {
+        let member = stale.member;
+        if !rest.is_zero() && !self.members[member].partitioned {
+            self.members[member].partitioned = true;
+            self.schedule(rest, Event::Fault(Fault::Heal { member }));
+        }
+        for key in self.connected_clients(member) {
             self.drop_connection(key);
         }
     }

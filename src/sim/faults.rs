@@ -53,14 +53,18 @@ pub(super) enum Fault {
     Resign {
         member: usize,
     },
-    /// The member's server is a follower cut off from the leader: it answers
-    /// reads from its stale copy for `length` while the leader counts the
-    /// member's sessions as silent.
+    /// The member's server is a follower cut off from the leader for
+    /// `length`: for its first syncLimit × tick it still answers reads from
+    /// its stale copy, then it drops its clients, who reach no other server
+    /// until `length` ends; all along the leader hears nothing of them.
     StaleFollower {
         member: usize,
         length: Duration,
     },
-    StaleEnd,
+    /// The follower gives up: its clients are cut off until `rest` has passed.
+    StaleEnd {
+        rest: Duration,
+    },
 }
 
 /// Weights of the faults, and the network's behaviour.
@@ -228,7 +232,7 @@ impl World {
             9 => Fault::Resign { member },
             _ => Fault::StaleFollower {
                 member,
-                length: self.stale_length,
+                length: self.rng.between(t, t * 2),
             },
         };
         self.apply_fault(fault);
@@ -270,7 +274,7 @@ impl World {
             Fault::Requeue { member } => self.feed(member, crate::core::Input::Requeue),
             Fault::Resign { member } => self.resign(member),
             Fault::StaleFollower { member, length } => self.stale_follower(member, length),
-            Fault::StaleEnd => self.stale_end(),
+            Fault::StaleEnd { rest } => self.stale_end(rest),
         }
     }
 
