@@ -32,6 +32,9 @@ pub(super) struct Client {
     conn: Conn,
     /// Requests sent on the current connection and not yet answered.
     inflight: BTreeSet<RequestId>,
+    /// Requests of a dropped connection that were neither failed nor
+    /// answered: a reply already on its way may still arrive, via `None`.
+    dropped: BTreeSet<RequestId>,
     /// Watches that fired while disconnected: told after the reconnect.
     missed_watches: Vec<(String, WatchKind)>,
     /// Messages of a session travel in order.
@@ -77,6 +80,7 @@ impl World {
             granted: asked,
             conn: 0,
             inflight: BTreeSet::new(),
+            dropped: BTreeSet::new(),
             missed_watches: Vec::new(),
             last_delivery: self.now,
             last_arrival: self.now,
@@ -178,17 +182,25 @@ impl World {
         );
     }
 
-    pub(super) fn deliver(&mut self, member: usize, input: Input) {
+    pub(super) fn deliver(&mut self, member: usize, mut input: Input) {
         if let Input::Reply {
-            session, request, ..
-        } = &input
+            session,
+            request,
+            via,
+            ..
+        } = &mut input
         {
-            // A reply whose connection dropped meanwhile was failed or lost then.
+            let late = self.rng.chance(self.mix.late_reply);
             let Some(client) = self.clients.get_mut(&(member, *session)) else {
                 return;
             };
             if !client.inflight.remove(request) {
-                return;
+                // Its connection dropped meanwhile: it was failed then, or
+                // is lost, or arrives late on no connection.
+                if !(client.dropped.remove(request) && late) {
+                    return;
+                }
+                *via = None;
             }
         }
         self.feed(member, input);
@@ -324,6 +336,8 @@ impl World {
                     result: Err(Failure::Interrupted("connection loss".into())),
                 };
                 self.deliver_later(key, input);
+            } else if let Some(client) = self.clients.get_mut(&key) {
+                client.dropped.insert(request);
             }
         }
         if purpose == Purpose::Watcher && self.rng.chance(self.mix.watcher_gives_up) {

@@ -94,6 +94,9 @@ pub(super) struct Mix {
     /// Chance an in-flight request fails with Interrupted when its
     /// connection drops (else its reply is just lost).
     pub(super) interrupt: f64,
+    /// Chance a reply applied before its connection dropped (and not failed)
+    /// still reaches the member afterwards, on no connection.
+    pub(super) late_reply: f64,
     /// Chance a backend gives up a watcher session at a disconnect.
     pub(super) watcher_gives_up: f64,
     /// Largest clock rate error, in parts per million.
@@ -131,6 +134,7 @@ impl Mix {
             slow: Duration::from_millis(400),
             lost_reply: 0.01,
             interrupt: 0.5,
+            late_reply: 0.5,
             watcher_gives_up: 0.3,
             clock_ppm: 10_000,
             aim_at_master: false,

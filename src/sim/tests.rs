@@ -115,11 +115,22 @@ fn catches_no_claims_check() {
     first_broken_promise(&mix, 2_000);
 }
 
+/// Not caught, and cannot be in this model: a reply that shows our node in
+/// our session was applied no earlier than it was sent, so the server could
+/// not expire the session before `sent + timeout`, whatever connection the
+/// reply came back on. Which connection matters only with stale reads, and a
+/// stale follower fools the sound core as much (see the test below).
 #[test]
+#[ignore = "not catchable: a late reply on another connection still proves the session alive when it was sent"]
 fn catches_any_connection_renews() {
     let mix = Mix {
         drop: 4,
         partition: 2,
+        aim_at_master: true,
+        slow_replies_only: true,
+        slow_chance: 0.3,
+        late_reply: 1.0,
+        interrupt: 0.0,
         ..Mix::only(Mutant::AnyConnectionRenews)
     };
     first_broken_promise(&mix, 2_000);
