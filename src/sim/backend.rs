@@ -279,6 +279,7 @@ impl World {
             self.note(|| format!("  reply to {request:?} of {} lost", key_text(key)));
             return;
         }
+        let renewal = matches!(op, Op::Exists { watch: false, .. });
         let input = Input::Reply {
             session: key.1,
             request,
@@ -286,6 +287,19 @@ impl World {
             result,
         };
         self.deliver_later(key, input);
+        if renewal
+            && !self.calm
+            && self.is_master(key.0)
+            && self.rng.chance(self.mix.cut_after_renewal)
+        {
+            // The link dies just behind the answer to a master's renewal.
+            let t = self.session_timeout;
+            let length = self.rng.between(t, t * 2);
+            self.apply_fault(Fault::Partition {
+                member: key.0,
+                length,
+            });
+        }
     }
 
     /// Tells the watching sessions, or keeps the news for their reconnect.

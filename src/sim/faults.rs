@@ -97,6 +97,8 @@ pub(super) struct Mix {
     /// Chance a reply applied before its connection dropped (and not failed)
     /// still reaches the member afterwards, on no connection.
     pub(super) late_reply: f64,
+    /// Chance a master's link dies right behind the answer to its renewal.
+    pub(super) cut_after_renewal: f64,
     /// Chance a backend gives up a watcher session at a disconnect.
     pub(super) watcher_gives_up: f64,
     /// Largest clock rate error, in parts per million.
@@ -135,6 +137,7 @@ impl Mix {
             lost_reply: 0.01,
             interrupt: 0.5,
             late_reply: 0.5,
+            cut_after_renewal: 0.0,
             watcher_gives_up: 0.3,
             clock_ppm: 10_000,
             aim_at_master: false,
@@ -287,7 +290,7 @@ impl World {
         length.min(self.mix.fault_window.saturating_sub(self.now))
     }
 
-    fn partition(&mut self, member: usize, length: Duration) {
+    pub(super) fn partition(&mut self, member: usize, length: Duration) {
         if self.members[member].partitioned {
             return;
         }
