@@ -44,6 +44,8 @@ mod election;
 mod error;
 mod member;
 mod role;
+#[cfg(test)]
+mod sim;
 mod state;
 
 pub use callbacks::{CallbackId, Subscription};

@@ -17,11 +17,18 @@ pub(super) struct Group {
     order: Vec<String>,
     /// Each child's data and owner, once read; `None` for a persistent
     /// node, which is never a member.
-    data: HashMap<String, Option<(Vec<u8>, i64)>>,
+    data: HashMap<String, Option<(Vec<u8>, i64, i64)>>,
     /// A claim names a member node that is gone: no promotion until it goes.
     blocked: bool,
     refresh: Refresh,
     own_watch: OwnWatch,
+    /// Bumped when this member registers a node: a read sent before then
+    /// may show another node of the same name (names come back once the
+    /// group is deleted by hand), so it must not give the new node a rank.
+    pub(super) epoch: u64,
+    /// The epoch when the read in progress was sent, and of `order`.
+    read_epoch: u64,
+    order_epoch: u64,
 }
 
 /// Where a read of the group is.
@@ -35,11 +42,9 @@ enum Refresh {
         children: Vec<String>,
         left: usize,
     },
-    /// About to become master: checking the claims before applying `order`
-    /// (read from `children`).
+    /// About to become master: checking the claims before applying `order`.
     Claims {
         order: Vec<String>,
-        children: Vec<String>,
     },
 }
 
@@ -70,6 +75,14 @@ impl Group {
     pub(super) fn watcher_connected(&mut self) {
         self.stale = true;
         self.own_watch = OwnWatch::None;
+        // The group may have been deleted and its names given out again
+        // meanwhile: what was read of a name may be of another node now.
+        self.data.clear();
+    }
+
+    /// The group was deleted: names will be given out again.
+    pub(super) fn deleted(&mut self) {
+        self.data.clear();
     }
 
     fn position(&self, name: &str) -> Option<usize> {
@@ -100,6 +113,7 @@ impl Core {
         if self.group.stale && self.group.refresh == Refresh::Idle {
             self.group.stale = false;
             self.group.refresh = Refresh::Listing;
+            self.group.read_epoch = self.group.epoch;
             let op = Op::Children {
                 path: self.settings.group.clone(),
                 watch: true,
@@ -156,11 +170,12 @@ impl Core {
         }
         match result {
             Ok(Answer::Children(children)) => {
-                // Only children named like members can be members: read their data.
-                let missing: Vec<String> = in_election_order(children.clone())
-                    .into_iter()
-                    .filter(|name| !self.group.data.contains_key(name))
-                    .collect();
+                // Every child is read again: a name seen before may be of
+                // another node now (the group may have been deleted and
+                // recreated between two reads without a watch saying so).
+                // Only children named like members can be members.
+                self.group.data.clear();
+                let missing: Vec<String> = in_election_order(children.clone());
                 self.group.refresh = Refresh::Reading {
                     left: missing.len(),
                     children,
@@ -183,7 +198,8 @@ impl Core {
             Err(Failure::NoNode) => {
                 log::warn!("group {} was deleted", self.settings.group);
                 self.group.refresh = Refresh::Idle;
-                self.apply_order(Vec::new(), &[], false);
+                self.group.data.clear();
+                self.apply_order(Vec::new(), false);
                 // Our node went with it; registering again recreates the group.
                 self.step_down_from_deleted_node(now);
                 self.group.stale = false;
@@ -208,7 +224,7 @@ impl Core {
                 if stat.owner == 0 {
                     log::warn!("{name} is a persistent node: not counted as a member");
                 }
-                let member = (stat.owner != 0).then_some((data, stat.owner));
+                let member = (stat.owner != 0).then_some((data, stat.owner, stat.czxid));
                 self.group.data.insert(name, member);
             }
             Err(Failure::NoNode) => {} // left meanwhile: not in `data`, so dropped
@@ -221,10 +237,15 @@ impl Core {
     /// Once every new child's data is in: the new order, strays of ours, and
     /// the claims check when this member is about to become master.
     fn finish_reading(&mut self, now: Instant) {
-        let Refresh::Reading { children, left: 0 } = &self.group.refresh else {
+        let Refresh::Reading { left: 0, .. } = &self.group.refresh else {
             return;
         };
-        let children = children.clone();
+        if !self.read_is_fresh() {
+            return;
+        }
+        let Refresh::Reading { children, .. } = &self.group.refresh else {
+            return;
+        };
         let mut order = in_election_order(children.clone());
         order.retain(|name| self.group.data.get(name).is_some_and(Option::is_some));
         self.find_strays(&order);
@@ -241,27 +262,37 @@ impl Core {
         let promoting = promoting && self.settings.mutant != super::Mutant::NoClaimsCheck;
         match self.watcher.connected() {
             Some((session, conn)) if promoting => {
-                self.group.refresh = Refresh::Claims { order, children };
+                self.group.refresh = Refresh::Claims { order };
                 let op = Op::Children {
                     path: self.claims_dir(),
                     watch: true,
                 };
                 self.send(session, conn, op, Why::ListClaims, now);
             }
-            _ => self.apply_order(order, &children, false),
+            _ => self.apply_order(order, false),
         }
     }
 
     pub(super) fn on_claims_listed(&mut self, result: Result<Answer, Failure>, now: Instant) {
-        let Refresh::Claims { order, children } = std::mem::take(&mut self.group.refresh) else {
+        let Refresh::Claims { order } = std::mem::take(&mut self.group.refresh) else {
             return;
         };
+        if !self.read_is_fresh() {
+            return;
+        }
         let blocked = match result {
             Ok(Answer::Children(claims)) => {
-                let members: HashSet<&String> = order.iter().collect();
+                // A claim counts only for the very node it was made for.
+                let members: HashSet<String> = order
+                    .iter()
+                    .filter_map(|name| {
+                        let (_, _, czxid) = self.group.data.get(name)?.as_ref()?;
+                        Some(super::member::node_claim_name(*czxid, name))
+                    })
+                    .collect();
                 let orphaned: Vec<&String> = claims
                     .iter()
-                    .filter(|c| sequence_of(c).is_some() && !members.contains(c))
+                    .filter(|c| sequence_of(c).is_some() && !members.contains(c.as_str()))
                     .collect();
                 if !orphaned.is_empty() {
                     log::info!("waiting for {orphaned:?} to step down: their nodes are gone");
@@ -275,14 +306,22 @@ impl Core {
                 true
             }
         };
-        self.apply_order(order, &children, blocked);
+        self.apply_order(order, blocked);
     }
 
-    /// Makes a completed read what callers see; forgets the data of
-    /// children that are gone.
-    fn apply_order(&mut self, order: Vec<String>, children: &[String], blocked: bool) {
-        let present: HashSet<&String> = children.iter().collect();
-        self.group.data.retain(|name, _| present.contains(name));
+    /// Whether the read in progress was sent after our node was registered;
+    /// if not, it is dropped and the group read again.
+    fn read_is_fresh(&mut self) -> bool {
+        if self.group.read_epoch == self.group.epoch {
+            return true;
+        }
+        self.group.refresh = Refresh::Idle;
+        self.group.stale = true;
+        false
+    }
+
+    fn apply_order(&mut self, order: Vec<String>, blocked: bool) {
+        self.group.order_epoch = self.group.read_epoch;
         self.group.order = order;
         self.group.blocked = blocked;
         self.group.refresh = Refresh::Idle;
@@ -293,7 +332,7 @@ impl Core {
     fn find_strays(&mut self, order: &[String]) {
         let current = self.node.own().map(|o| (o.owner, o.name.clone()));
         for name in order {
-            let Some(Some((_, owner))) = self.group.data.get(name) else {
+            let Some(Some((_, owner, _))) = self.group.data.get(name) else {
                 continue;
             };
             let ours_elsewhere = current
@@ -361,7 +400,11 @@ impl Core {
         let Some(own) = self.node.own() else {
             return Role::Offline;
         };
-        let Some(rank) = self.group.position(&own.name) else {
+        let Some(rank) = self
+            .group
+            .position(&own.name)
+            .filter(|_| self.group.order_epoch == self.group.epoch)
+        else {
             return Role::Offline;
         };
         let leased = self.lease_until.is_some_and(|end| now < end);

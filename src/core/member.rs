@@ -67,8 +67,9 @@ impl Core {
         format!("{}.claims", self.settings.group)
     }
 
-    pub(super) fn claim_path(&self, name: &str) -> String {
-        format!("{}/{name}", self.claims_dir())
+    /// `claim` is a claim's name, from [`claim_name`].
+    pub(super) fn claim_path(&self, claim: &str) -> String {
+        format!("{}/{claim}", self.claims_dir())
     }
 
     /// Opens the member session when due, and sends what the node needs.
@@ -100,7 +101,7 @@ impl Core {
             .node
             .own()
             .filter(|own| own.claim == Claim::Absent)
-            .map(|own| own.name.clone());
+            .map(claim_name);
         if let Some(name) = claim_missing {
             self.set_claim(Claim::Creating);
             let path = self.claim_path(&name);
@@ -193,7 +194,17 @@ impl Core {
     ) {
         match result {
             Ok(_) | Err(Failure::NodeExists) => {}
-            Err(e) => return self.member_failed("create", &self.settings.group.clone(), e, now),
+            Err(e) => {
+                // What waited for this path is tried again from the start.
+                match last {
+                    Some(AfterEnsure::CreateMember) if self.node == Node::EnsuringGroup => {
+                        self.node = Node::Absent;
+                    }
+                    Some(AfterEnsure::CreateClaim) => self.set_claim(Claim::Absent),
+                    _ => {}
+                }
+                return self.member_failed("create", &self.settings.group.clone(), e, now);
+            }
         }
         let Some((session, conn)) = self.member.connected() else {
             return;
@@ -209,6 +220,13 @@ impl Core {
     }
 
     pub(super) fn on_member_created(&mut self, result: Result<Answer, Failure>, now: Instant) {
+        if self.node != Node::Creating {
+            // The answer to a create we no longer wait for: a node it made is a stray.
+            if let Ok(Answer::Created(path)) = result {
+                self.strays.push(path);
+            }
+            return;
+        }
         match result {
             Ok(Answer::Created(path)) => {
                 let Some((session, conn)) = self.member.connected() else {
@@ -260,6 +278,7 @@ impl Core {
                 self.extend_lease(proof);
                 self.renew_at = later(now, (self.settings.renewal_interval)(self.timeout));
                 self.group.stale = true;
+                self.group.epoch += 1;
                 if self.requeue_waiting {
                     self.requeue_waiting = false;
                     self.commands.push_back(Command::Requeued(Ok(())));
@@ -284,7 +303,7 @@ impl Core {
         result: Result<Answer, Failure>,
         now: Instant,
     ) {
-        if self.node.name() != Some(name) {
+        if self.node.own().map(claim_name).as_deref() != Some(name) {
             // A claim for a node we no longer hold.
             if result.is_ok() {
                 self.strays.push(self.claim_path(name));
@@ -366,12 +385,15 @@ impl Core {
     /// Our node was deleted by someone else: step down at once, let the claim
     /// go (so successors may take over) and register again.
     pub(super) fn step_down_from_deleted_node(&mut self, now: Instant) {
+        if !matches!(self.node, Node::Held(_)) {
+            return; // nothing held; a create in flight goes on
+        }
         let Node::Held(own) = std::mem::replace(&mut self.node, Node::Absent) else {
             return;
         };
         log::warn!("member node {} was deleted: joining again", own.path);
         self.lease_until = None;
-        self.strays.push(self.claim_path(&own.name));
+        self.strays.push(self.claim_path(&claim_name(&own)));
         self.strays_retry_at = now;
         self.group.stale = true;
     }
@@ -435,7 +457,7 @@ impl Core {
             self.old_sessions.push(s.server_session);
         }
         if let Node::Held(own) = std::mem::replace(&mut self.node, Node::Absent) {
-            self.strays.push(self.claim_path(&own.name));
+            self.strays.push(self.claim_path(&claim_name(&own)));
             self.strays.push(own.path);
         }
         self.fail_requeue(Error::Unreachable {
@@ -480,7 +502,7 @@ impl Core {
         };
         let mut paths = Vec::new();
         if let Node::Held(own) = std::mem::replace(&mut self.node, Node::Absent) {
-            paths.push(self.claim_path(&own.name));
+            paths.push(self.claim_path(&claim_name(&own)));
             paths.push(own.path);
         }
         paths.extend(self.strays.iter().cloned());
@@ -532,6 +554,21 @@ impl Core {
         self.node = Node::Creating;
         self.send_create_member(session, conn, now);
     }
+}
+
+/// The name of the claim of `own`: the member node's name after its czxid.
+/// A node's name alone can come back, even in the same session: once the
+/// group is deleted by hand its sequence counter starts again. A successor
+/// given a frozen master's name would take its claim for its own, and a
+/// retried delete of an old claim would delete the new one. A czxid is never
+/// given twice.
+pub(super) fn claim_name(own: &Own) -> String {
+    node_claim_name(own.czxid, &own.name)
+}
+
+/// The claim name of the member node `name` created by transaction `czxid`.
+pub(super) fn node_claim_name(czxid: i64, name: &str) -> String {
+    format!("{czxid:x}-{name}")
 }
 
 fn create(path: String, mode: Mode) -> Op {

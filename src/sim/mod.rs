@@ -1,0 +1,131 @@
+//! A deterministic simulator: several members, each running a real
+//! [`Core`](crate::core::Core), against a model of ZooKeeper, with faults
+//! injected by a seeded scheduler. After every event it checks the promise
+//! (never more than `masters` members master at any simulated instant); once
+//! faults stop it checks liveness, and after everyone resigns, cleanliness.
+//!
+//! A failing seed replays exactly: `run(seed, &mix)` again gives the same
+//! run, and [`report`] prints the last events of that replay.
+
+mod backend;
+mod faults;
+mod model;
+mod world;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use faults::Mix;
+use world::World;
+
+/// A small seeded generator (splitmix64): the only source of randomness.
+#[derive(Debug, Clone)]
+pub(super) struct Rng(u64);
+
+impl Rng {
+    pub(super) fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5851_f42d_4c95_7f2d)
+    }
+
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub(super) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub(super) fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p && p > 0.0
+    }
+
+    /// A duration in `[lo, hi]`, to the microsecond.
+    pub(super) fn between(&mut self, lo: Duration, hi: Duration) -> Duration {
+        let span = hi.saturating_sub(lo).as_micros() as u64;
+        lo + Duration::from_micros(self.below(span + 1))
+    }
+}
+
+/// What went wrong in a run.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Violation {
+    /// More than `masters` members were master at once.
+    Promise {
+        at: Duration,
+        masters: Vec<usize>,
+        /// How long the overlap lasts at most: until the first of the
+        /// leases involved ends.
+        overlap: Duration,
+    },
+    /// Faults had stopped long enough, yet the wrong number were master.
+    Liveness {
+        at: Duration,
+        masters: usize,
+        alive: usize,
+    },
+    /// A member did not finish resigning in time.
+    ResignHung { member: usize },
+    /// Nodes left behind after everyone resigned and closed.
+    Cleanliness { left: Vec<String> },
+}
+
+/// What a run did, for the statistics.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Stats {
+    pub(super) events: u64,
+    pub(super) promotions: u64,
+    pub(super) expiries: u64,
+    pub(super) faults: u64,
+}
+
+impl Stats {
+    pub(super) fn add(&mut self, other: &Stats) {
+        self.events += other.events;
+        self.promotions += other.promotions;
+        self.expiries += other.expiries;
+        self.faults += other.faults;
+    }
+}
+
+/// A failed run: the seed, the violation and (when traced) the last events.
+#[derive(Debug, Clone)]
+pub(super) struct Failed {
+    pub(super) seed: u64,
+    pub(super) violation: Violation,
+    pub(super) trace: Vec<String>,
+}
+
+/// Runs one schedule.
+fn run(seed: u64, mix: &Mix, trace: bool) -> Result<Stats, Failed> {
+    let mut world = World::new(seed, mix.clone(), trace);
+    match world.run_schedule() {
+        Ok(()) => Ok(world.stats.clone()),
+        Err(violation) => Err(Failed {
+            seed,
+            violation,
+            trace: world.trace_lines(),
+        }),
+    }
+}
+
+/// Replays a failed seed with tracing on, and describes it.
+fn report(seed: u64, mix: &Mix) -> String {
+    match run(seed, mix, true) {
+        Ok(_) => format!("seed {seed}: passed on replay (not deterministic?)"),
+        Err(failed) => {
+            let mut text = format!("seed {seed} failed: {:?}\nlast events:\n", failed.violation);
+            for line in &failed.trace {
+                text.push_str(line);
+                text.push('\n');
+            }
+            text
+        }
+    }
+}
