@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::backend::zk08::Zk08;
-use crate::backend::{Backend, InputSink};
+use crate::backend::InputSink;
 use crate::callbacks::{self, CallbackId, Dispatch, Subscription};
 use crate::config::Config;
 use crate::core::{Core, Settings};
@@ -76,7 +76,7 @@ impl Election {
         let sink: InputSink = Arc::new(move |input| {
             let _ = backend_inputs.send(Message::Input(input));
         });
-        let settings = Settings::new(&config, Zk08::renewal_interval);
+        let settings = Settings::new(&config);
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);

@@ -35,8 +35,4 @@ pub(crate) trait Backend {
     /// Waits until `deadline` at most for the sessions closed so far to be
     /// closed at the server.
     fn wait_closed(&mut self, deadline: Instant);
-    /// The spacing of lease renewals for a session timeout.
-    fn renewal_interval(timeout: Duration) -> Duration
-    where
-        Self: Sized;
 }

@@ -55,6 +55,10 @@ pub(crate) enum Op {
     Children { path: String, watch: bool },
     /// The data and stat of `path`. Answered with [`Answer::Data`].
     Data { path: String },
+    /// Proves contact with the leader: answered with [`Answer::Done`] once
+    /// the server the session is connected to has caught up with the leader
+    /// (in an ensemble, only through the leader).
+    Sync { path: String },
 }
 
 /// What the core needs of a node's stat.

@@ -36,6 +36,10 @@ pub(super) enum Claim {
     Absent,
     /// Being created (with the claims' path first, if that was missing).
     Creating,
+    /// Created; an `exists` of our node sent right behind it must still
+    /// find the node. A claim protects only a node that outlived it: a
+    /// successor that saw the node gone after that finds the claim.
+    Created,
     Held,
 }
 
@@ -77,6 +81,7 @@ impl Core {
         match &self.member {
             Slot::Idle { retry_at } if now >= *retry_at => {
                 self.member = self.open(Purpose::Member, now);
+                self.opened_at = now;
                 return;
             }
             Slot::Opening { id, since } if now >= self.open_deadline(*since) => {
@@ -109,9 +114,13 @@ impl Core {
                 session,
                 conn,
                 create(path, Mode::Ephemeral),
-                Why::CreateClaim { name },
+                Why::CreateClaim { name: name.clone() },
                 now,
             );
+            if let Some(path) = self.node.path().map(str::to_owned) {
+                let op = Op::Exists { path, watch: false };
+                self.send(session, conn, op, Why::ConfirmClaim { name }, now);
+            }
         }
         if !self.strays.is_empty() && !self.deleting_strays() && now >= self.strays_retry_at {
             for path in self.strays.clone() {
@@ -126,12 +135,24 @@ impl Core {
         }
         if self.renewal_due_soon() && now >= self.renew_at {
             if let Some(path) = self.node.path().map(str::to_owned) {
-                self.renew_at = later(now, (self.settings.renewal_interval)(self.timeout));
+                // In one go: a session's requests are answered in order, so
+                // the exists is answered after the sync, by a server that had
+                // just heard from the leader.
+                let op = Op::Sync { path: "/".into() };
+                #[cfg(test)]
+                let op = Some(op).filter(|_| self.settings.mutant != super::Mutant::NoLeaderProof);
+                #[cfg(test)]
+                let sync = match op {
+                    Some(op) => self.send(session, conn, op, Why::RenewSync, now),
+                    None => super::RequestId(0),
+                };
+                #[cfg(not(test))]
+                let sync = self.send(session, conn, op, Why::RenewSync, now);
                 let op = Op::Exists {
                     path: path.clone(),
                     watch: false,
                 };
-                self.send(session, conn, op, Why::Renew { path }, now);
+                self.send(session, conn, op, Why::Renew { path, sync }, now);
             }
         }
     }
@@ -142,7 +163,7 @@ impl Core {
             && !self
                 .pending
                 .values()
-                .any(|p| matches!(p.why, Why::Renew { .. }))
+                .any(|p| matches!(p.why, Why::Renew { .. } | Why::RenewSync))
     }
 
     pub(super) fn deleting_strays(&self) -> bool {
@@ -260,7 +281,6 @@ impl Core {
         &mut self,
         path: String,
         result: Result<Answer, Failure>,
-        proof: Option<Instant>,
         now: Instant,
     ) {
         let owner = self.member.open().map(|s| s.server_session);
@@ -275,8 +295,9 @@ impl Core {
                     czxid: stat.czxid,
                     claim: Claim::Absent,
                 });
-                self.extend_lease(proof);
-                self.renew_at = later(now, (self.settings.renewal_interval)(self.timeout));
+                // The lease comes from a renewal, sent at once: this reply
+                // proves no contact with the leader.
+                self.renew_at = now;
                 self.group.stale = true;
                 self.group.epoch += 1;
                 if self.requeue_waiting {
@@ -311,7 +332,7 @@ impl Core {
             return;
         }
         match result {
-            Ok(_) | Err(Failure::NodeExists) => self.set_claim(Claim::Held),
+            Ok(_) | Err(Failure::NodeExists) => self.set_claim(Claim::Created),
             Err(Failure::NoNode) => {
                 let dir = self.claims_dir();
                 self.ensure_path(&dir, AfterEnsure::CreateClaim, now);
@@ -320,6 +341,29 @@ impl Core {
                 self.set_claim(Claim::Absent);
                 let path = self.claim_path(name);
                 self.member_failed("create", &path, e, now);
+            }
+        }
+    }
+
+    /// The `exists` sent behind our claim's create: the claim counts once our
+    /// node is still there after it.
+    pub(super) fn on_claim_confirmed(
+        &mut self,
+        name: &str,
+        result: Result<Answer, Failure>,
+        now: Instant,
+    ) {
+        let Some(own) = self.node.own() else { return };
+        if claim_name(own) != name || own.claim != Claim::Created {
+            return; // the create failed, and is tried again
+        }
+        match result {
+            Ok(Answer::Stat(Some(stat))) if stat.owner == own.owner => self.set_claim(Claim::Held),
+            Ok(_) => self.step_down_from_deleted_node(now),
+            Err(e) => {
+                let path = own.path.clone();
+                self.set_claim(Claim::Absent);
+                self.member_failed("exists", &path, e, now);
             }
         }
     }
@@ -335,30 +379,67 @@ impl Core {
         &mut self,
         path: &str,
         result: Result<Answer, Failure>,
-        proof: Option<Instant>,
+        proof: Option<(Instant, super::Conn)>,
         now: Instant,
     ) {
+        self.renew_at = later(now, super::renewal_gap(self.timeout));
         let Some(own) = self.node.own() else { return };
         if own.path != path {
             return;
         }
         match result {
-            Ok(Answer::Stat(Some(stat))) if stat.owner == own.owner => self.extend_lease(proof),
+            Ok(Answer::Stat(Some(stat))) if stat.owner == own.owner => {
+                self.extend_lease(proof, now)
+            }
             #[cfg(test)]
             Ok(Answer::Stat(Some(_))) if self.settings.mutant == super::Mutant::NoOwnerCheck => {
-                self.extend_lease(proof)
+                self.extend_lease(proof, now)
             }
             Ok(_) => self.step_down_from_deleted_node(now),
             Err(e) => self.member_failed("exists", path, e, now),
         }
     }
 
-    /// A read sent at `sent` showed our node alive in our session on the
-    /// connection it left on: the server cannot expire the session before
-    /// `sent + timeout`.
-    fn extend_lease(&mut self, proof: Option<Instant>) {
-        let Some(sent) = proof else { return };
-        let end = later(sent, self.timeout.saturating_sub(self.margin));
+    /// The `sync` ahead of a renewal was answered: on `via`, if on the
+    /// connection it left on.
+    pub(super) fn on_renew_synced(
+        &mut self,
+        request: super::RequestId,
+        result: Result<Answer, Failure>,
+        via: Option<super::Conn>,
+        now: Instant,
+    ) {
+        match result {
+            Ok(_) if via.is_some() => self.synced = Some(request),
+            Ok(_) | Err(Failure::Interrupted(_)) => {}
+            Err(e) => self.member_failed("sync", "/", e, now),
+        }
+    }
+
+    /// A renewal sent at `sent` on `conn` was answered now: a server in touch
+    /// with the leader showed our node alive in our session. The leader has
+    /// heard of the session at the base (see [`super::Base`]), so it cannot
+    /// expire it before the base + timeout; the lease ends a margin earlier.
+    fn extend_lease(&mut self, proof: Option<(Instant, super::Conn)>, now: Instant) {
+        use super::Base;
+        let Some((sent, conn)) = proof else { return };
+        let gap = super::renewal_gap(self.timeout);
+        let from = match self.base {
+            Some(Base::Leader { conn: c, at }) if c == conn => Some(at),
+            Some(Base::Renewal {
+                conn: c,
+                sent: before,
+                answered,
+            }) if c == conn && later(answered, gap) <= sent => Some(before),
+            _ => None,
+        };
+        self.base = Some(Base::Renewal {
+            conn,
+            sent,
+            answered: now,
+        });
+        let Some(from) = from else { return };
+        let end = later(from, self.timeout.saturating_sub(self.margin));
         if self.lease_until.is_none_or(|current| end > current) {
             self.lease_until = Some(end);
         }
@@ -490,7 +571,7 @@ impl Core {
             self.watcher = Slot::Idle { retry_at: now };
         }
         self.pending
-            .retain(|_, p| !matches!(p.why, Why::Renew { .. }));
+            .retain(|_, p| !matches!(p.why, Why::Renew { .. } | Why::RenewSync));
         self.leave(now);
         self.strays.clear();
     }

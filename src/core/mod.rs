@@ -63,9 +63,6 @@ pub(crate) struct Settings {
     /// How long the first join may take.
     pub(crate) connect_timeout: Duration,
     pub(crate) lease_margin: Option<Duration>,
-    /// The spacing of lease renewals for a session timeout: the backend's
-    /// choice (the `zookeeper` 0.8 backend must not starve its own pings).
-    pub(crate) renewal_interval: fn(Duration) -> Duration,
     /// A deliberate defect, for the simulator to prove it can fail.
     #[cfg(test)]
     pub(crate) mutant: Mutant,
@@ -73,10 +70,7 @@ pub(crate) struct Settings {
 
 impl Settings {
     /// The settings for `config`, with the backend's renewal spacing.
-    pub(crate) fn new(
-        config: &crate::config::Config,
-        renewal_interval: fn(Duration) -> Duration,
-    ) -> Settings {
+    pub(crate) fn new(config: &crate::config::Config) -> Settings {
         Settings {
             connect: config.connect.clone(),
             group: config.group.clone(),
@@ -86,7 +80,6 @@ impl Settings {
             session_timeout: config.session_timeout,
             connect_timeout: config.connect_timeout,
             lease_margin: config.lease_margin,
-            renewal_interval,
             #[cfg(test)]
             mutant: Mutant::None,
         }
@@ -105,8 +98,42 @@ pub(crate) enum Mutant {
     NoClaimsCheck,
     /// A reply renews the lease whatever connection it came on.
     AnyConnectionRenews,
+    /// A renewal counts without its `sync`: a follower cut off from the
+    /// leader can renew the lease from its stale copy.
+    NoLeaderProof,
     /// A renewal accepts the node whoever owns it.
     NoOwnerCheck,
+}
+
+/// The default lease margin: a tenth of the session timeout, for the delay
+/// between the servers and the drift of clocks; see the README's
+/// "Guarantees".
+pub(crate) fn default_margin(timeout: Duration) -> Duration {
+    timeout / 10
+}
+
+/// The least time from a renewal's answer to the next renewal: a quarter of
+/// the timeout, which is at least half a server tick (a server grants no
+/// less than two ticks). A follower reports what its clients did to the
+/// leader every half tick; so by the time the next renewal's `sync` has
+/// passed through the leader, the previous renewal was reported.
+fn renewal_gap(timeout: Duration) -> Duration {
+    timeout / 4
+}
+
+/// What the next renewal's lease is counted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Base {
+    /// A touch of the session by the leader itself, no earlier than `at`:
+    /// its creation (`at`: when it was asked for) or its revalidation on a
+    /// reconnect (`at`: when the last answered renewal was sent).
+    Leader { conn: Conn, at: Instant },
+    /// A renewal sent at `sent` and answered at `answered` on `conn`.
+    Renewal {
+        conn: Conn,
+        sent: Instant,
+        answered: Instant,
+    },
 }
 
 /// Where the core is in its life.
@@ -189,8 +216,18 @@ enum Why {
     CreateClaim {
         name: String,
     },
+    /// The `exists` of our node sent right behind its claim's create.
+    ConfirmClaim {
+        name: String,
+    },
+    /// The `sync` sent just ahead of a renewal: it proves the server is in
+    /// touch with the leader.
+    RenewSync,
+    /// The renewal's `exists`; it counts only if `sync` succeeded on the same
+    /// connection.
     Renew {
         path: String,
+        sync: RequestId,
     },
     /// The watcher's list lacks our node: is it still there?
     ConfirmOwn {
@@ -254,6 +291,12 @@ pub(crate) struct Core {
     granted: Option<Duration>,
     lease_until: Option<Instant>,
     renew_at: Instant,
+    /// The renewal `sync` last answered on the current connection.
+    synced: Option<RequestId>,
+    /// What the next renewal's lease is counted from.
+    base: Option<Base>,
+    /// When the member session was asked for.
+    opened_at: Instant,
     /// A requeue waits for the new node.
     requeue_waiting: bool,
     connection: Connection,
@@ -292,6 +335,9 @@ impl Core {
             granted: None,
             lease_until: None,
             renew_at: now,
+            synced: None,
+            base: None,
+            opened_at: now,
             requeue_waiting: false,
             connection: Connection::Lost,
             connection_since: now,
@@ -472,7 +518,14 @@ impl Core {
     }
 
     /// Sends `op` on a connected session.
-    fn send(&mut self, session: SessionId, conn: Conn, op: Op, why: Why, now: Instant) {
+    fn send(
+        &mut self,
+        session: SessionId,
+        conn: Conn,
+        op: Op,
+        why: Why,
+        now: Instant,
+    ) -> RequestId {
         let request = RequestId(self.next_id());
         self.pending.insert(
             request,
@@ -489,6 +542,7 @@ impl Core {
             request,
             op,
         });
+        request
     }
 
     fn open(&mut self, purpose: Purpose, now: Instant) -> Slot {
@@ -541,13 +595,27 @@ impl Core {
             since: now,
         };
         if self.member.id() == Some(session) {
-            match &self.member {
-                Slot::Open(s) if s.server_session != server_session => {
+            self.base = match (&self.member, self.base) {
+                (Slot::Open(s), _) if s.server_session != server_session => {
                     return self.lose_member("the session was replaced", now);
                 }
-                Slot::Open(_) => log::info!("reconnected in the same session"),
-                _ => self.set_timeout(granted),
-            }
+                (Slot::Open(_), base) => {
+                    log::info!("reconnected in the same session");
+                    let at = match base {
+                        Some(Base::Leader { at, .. }) => Some(at),
+                        Some(Base::Renewal { sent, .. }) => Some(sent),
+                        None => None,
+                    };
+                    at.map(|at| Base::Leader { conn, at })
+                }
+                _ => {
+                    self.set_timeout(granted);
+                    Some(Base::Leader {
+                        conn,
+                        at: self.opened_at,
+                    })
+                }
+            };
             self.member = Slot::Open(fresh);
             self.renew_at = now;
             self.set_connection(Connection::Connected, now);
@@ -605,11 +673,19 @@ impl Core {
         match pending.why {
             Why::EnsurePath { last } => self.on_ensured(last, result, now),
             Why::CreateMember => self.on_member_created(result, now),
-            Why::ConfirmMember { path } => self.on_member_confirmed(path, result, proof, now),
+            Why::ConfirmMember { path } => self.on_member_confirmed(path, result, now),
             Why::CreateClaim { name } => self.on_claim_created(&name, result, now),
-            Why::Renew { path } | Why::ConfirmOwn { path } => {
+            Why::ConfirmClaim { name } => self.on_claim_confirmed(&name, result, now),
+            Why::RenewSync => self.on_renew_synced(request, result, proof.and(via), now),
+            Why::Renew { path, sync } => {
+                let synced = self.synced == Some(sync);
+                #[cfg(test)]
+                let synced = synced || self.settings.mutant == Mutant::NoLeaderProof;
+                let proof = proof.zip(via).filter(|_| synced);
                 self.on_renewed(&path, result, proof, now)
             }
+            // Says the node is there, but proves no contact with the leader.
+            Why::ConfirmOwn { path } => self.on_renewed(&path, result, None, now),
             Why::DeleteStray { path } => self.on_stray_deleted(path, result, now),
             Why::Leave { path } => self.on_left(&path, result, now),
             Why::ListGroup => self.on_group_listed(result, now),
@@ -644,11 +720,11 @@ impl Core {
             Some(m) if m < self.timeout => m,
             Some(m) => {
                 log::warn!(
-                    "lease margin {m:?} is not below the granted timeout {granted:?}: using a fifth of it"
+                    "lease margin {m:?} is not below the granted timeout {granted:?}: using the default"
                 );
-                self.timeout / 5
+                default_margin(self.timeout)
             }
-            None => self.timeout / 5,
+            None => default_margin(self.timeout),
         };
     }
 

@@ -48,6 +48,11 @@ pub(super) struct ServerSession {
     timeout: Duration,
     /// When the server last heard from it; it expires `timeout` later.
     pub(super) heard: Duration,
+    /// When its latest requests reached the server, newest last (a few).
+    requests: Vec<Duration>,
+    /// When it last (re)connected: a follower revalidates the session with
+    /// the leader then, which the leader hears of at once.
+    revalidated: Duration,
     client: ClientKey,
 }
 
@@ -62,6 +67,10 @@ impl ServerSession {
 pub(super) struct Stale {
     member: usize,
     snapshot: Tree,
+    /// Clients that sent a `sync`: it waits for the leader, and the
+    /// follower answers a session's requests in order, so nothing after it
+    /// is answered either.
+    waiting: BTreeSet<ClientKey>,
 }
 
 impl World {
@@ -126,6 +135,8 @@ impl World {
             ServerSession {
                 timeout: granted,
                 heard: self.now,
+                requests: Vec::new(),
+                revalidated: self.now,
                 client: key,
             },
         );
@@ -138,9 +149,14 @@ impl World {
     /// A new connection of the session: the backend says Connected, then
     /// the watches it missed fire.
     fn connect(&mut self, key: ClientKey) {
+        let now = self.now;
         let client = self.clients.get_mut(&key).expect("known client");
         client.conn += 1;
         client.state = ClientState::Connected;
+        if let Some(session) = client.server.and_then(|s| self.sessions.get_mut(&s)) {
+            session.revalidated = now;
+        }
+        let client = self.clients.get_mut(&key).expect("known client");
         let input = Input::Connected {
             session: key.1,
             conn: client.conn,
@@ -261,12 +277,21 @@ impl World {
         if self.members[key.0].partitioned {
             return;
         }
-        let result = if let Some(stale) = self.stale.as_ref().filter(|s| s.member == key.0) {
-            if !Tree::is_read(&op) {
-                return; // a write waits for a leader that never answers
+        let result = if let Some(stale) = self.stale.as_mut().filter(|s| s.member == key.0) {
+            if !Tree::is_read(&op) || stale.waiting.contains(&key) {
+                // A write or a sync waits for a leader that never answers,
+                // and so does everything after it on the same session.
+                stale.waiting.insert(key);
+                return;
             }
             stale.snapshot.read(&op)
         } else {
+            let now = self.now;
+            if let Some(session) = self.sessions.get_mut(&server) {
+                session.requests.push(now);
+                let excess = session.requests.len().saturating_sub(32);
+                session.requests.drain(..excess);
+            }
             if !self.sessions.contains_key(&server) {
                 return self.drop_connection(key);
             }
@@ -524,7 +549,27 @@ impl World {
         self.stale = Some(Stale {
             member,
             snapshot: self.tree.clone(),
+            waiting: BTreeSet::new(),
         });
+        // The leader learns of a follower's touches from its ping replies,
+        // every half tick: those of the last half tick before the cut are
+        // lost. It last heard of the member's sessions at their last request
+        // older than that (pings of an idle client are not modelled), or at
+        // their last reconnect.
+        let seen_by = self.now.saturating_sub(TICK / 2);
+        let members_sessions: Vec<i64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.client.0 == member)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in members_sessions {
+            if let Some(s) = self.sessions.get_mut(&id) {
+                let last = s.requests.iter().rev().find(|&&t| t <= seen_by);
+                let heard = last.copied().unwrap_or(seen_by).max(s.revalidated);
+                s.heard = heard.min(s.heard);
+            }
+        }
         let serving = self.stale_length.min(length);
         let rest = length - serving;
         self.schedule(serving, Event::Fault(Fault::StaleEnd { rest }));

@@ -108,10 +108,6 @@ fn trace_lines_kept() -> usize {
 /// The ZooKeeper tick; sessions are granted 2 to 20 ticks.
 pub(super) const TICK: Duration = Duration::from_millis(200);
 
-fn renewal_interval(timeout: Duration) -> Duration {
-    timeout * 2 / 3 + Duration::from_millis(50)
-}
-
 impl World {
     pub(super) fn new(seed: u64, mix: Mix, trace: bool) -> World {
         let mut rng = Rng::new(seed);
@@ -131,7 +127,6 @@ impl World {
             session_timeout,
             connect_timeout: Duration::from_secs(3600),
             lease_margin: None,
-            renewal_interval,
             mutant: mix.mutant,
         };
         let members = (0..count)

@@ -359,6 +359,8 @@ impl Calls {
                 zk.get_children(&path, false)
             }
             .map(Answer::Children),
+            // Until the relay sends it: refused, so no lease is ever counted.
+            Op::Sync { .. } => Err(ZkError::Unimplemented),
             Op::Data { path } => zk
                 .get_data(&path, false)
                 .map(|(data, s)| Answer::Data(data, stat(s))),

@@ -11,8 +11,9 @@
 //!   client resends credentials before it reports the connection, and the
 //!   core reads the group again after every connection.
 //! - It pings only after 2/3 of the timeout idle and gives up a reconnect
-//!   when its last ping is older than the timeout: renewals are spaced so
-//!   its pings still run ([`Zk08::renewal_interval`]).
+//!   when its last ping is older than the timeout, and it has no `sync`: the
+//!   relay sends the renewals (`sync` and `exists`) itself and keeps their
+//!   replies from the crate, whose own pings so go on.
 
 mod client;
 mod relay;
@@ -102,12 +103,5 @@ impl Backend for Zk08 {
         for mut client in self.closing.drain(..) {
             client.wait_closed(deadline);
         }
-    }
-
-    /// Just over the 2/3 of the timeout after which the crate pings an idle
-    /// connection, so its pings are not starved (it only reconnects within
-    /// one timeout of its last ping).
-    fn renewal_interval(timeout: Duration) -> Duration {
-        timeout * 2 / 3 + (timeout / 40).max(Duration::from_millis(50))
     }
 }
