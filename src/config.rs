@@ -186,9 +186,10 @@ impl Config {
 
     /// How long before the server could possibly expire this member's session
     /// [`is_master`](crate::Election::is_master) already turns false. Default:
-    /// a fifth of the granted session timeout. In an ensemble it should cover
-    /// `(syncLimit + 1) × tickTime` of the servers, the time a follower cut off
-    /// from its leader may still answer reads.
+    /// a tenth of the granted session timeout. It covers the drift of the
+    /// clocks and the delay of messages between the servers; a follower cut
+    /// off from its leader is covered by the `sync` in every renewal (see the
+    /// README's "Guarantees").
     ///
     /// ```
     /// use std::time::Duration;
