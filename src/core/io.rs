@@ -55,6 +55,12 @@ pub(crate) enum Op {
     Children { path: String, watch: bool },
     /// The data and stat of `path`. Answered with [`Answer::Data`].
     Data { path: String },
+    /// Proves contact with the leader: answered with [`Answer::Done`] once
+    /// the server the session is connected to has caught up with the leader
+    /// (in an ensemble, only through the leader).
+    // Not sent by the core yet: it is to go ahead of every renewal.
+    #[allow(dead_code)]
+    Sync { path: String },
 }
 
 /// What the core needs of a node's stat.
@@ -71,7 +77,7 @@ pub(crate) struct Stat {
 pub(crate) enum Answer {
     /// The full path of the created node.
     Created(String),
-    /// A delete succeeded.
+    /// A delete or a sync succeeded.
     Done,
     Stat(Option<Stat>),
     Children(Vec<String>),

@@ -62,6 +62,10 @@ impl ServerSession {
 pub(super) struct Stale {
     member: usize,
     snapshot: Tree,
+    /// Connections that sent it a sync: it answers a session's requests in
+    /// order and a sync only completes through the leader, so neither that
+    /// sync nor anything after it on the connection is answered.
+    blocked: BTreeSet<(ClientKey, Conn)>,
 }
 
 impl World {
@@ -261,9 +265,14 @@ impl World {
         if self.members[key.0].partitioned {
             return;
         }
-        let result = if let Some(stale) = self.stale.as_ref().filter(|s| s.member == key.0) {
-            if !Tree::is_read(&op) {
-                return; // a write waits for a leader that never answers
+        let result = if let Some(stale) = self.stale.as_mut().filter(|s| s.member == key.0) {
+            if matches!(op, Op::Sync { .. }) {
+                stale.blocked.insert((key, conn));
+            }
+            if stale.blocked.contains(&(key, conn)) || !Tree::is_read(&op) {
+                // A write or a sync waits for a leader that never answers,
+                // and after a sync so does everything behind it.
+                return;
             }
             stale.snapshot.read(&op)
         } else {
@@ -524,6 +533,7 @@ impl World {
         self.stale = Some(Stale {
             member,
             snapshot: self.tree.clone(),
+            blocked: BTreeSet::new(),
         });
         let serving = self.stale_length.min(length);
         let rest = length - serving;

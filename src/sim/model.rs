@@ -81,6 +81,7 @@ impl Tree {
                 .create(session, path, data, *mode, fired)
                 .map(Answer::Created),
             Op::Delete { path } => self.delete(path, fired).map(|()| Answer::Done),
+            Op::Sync { .. } => Ok(Answer::Done),
             Op::Exists { path, watch: true } => {
                 self.exists_watches
                     .entry(path.clone())
@@ -114,7 +115,7 @@ impl Tree {
                 Some(node) => Ok(Answer::Data(node.data.clone(), stat(node))),
                 None => Err(Failure::NoNode),
             },
-            Op::Create { .. } | Op::Delete { .. } => {
+            Op::Create { .. } | Op::Delete { .. } | Op::Sync { .. } => {
                 Err(Failure::Refused("a write on a read-only view".into()))
             }
         }

@@ -362,6 +362,8 @@ impl Calls {
             Op::Data { path } => zk
                 .get_data(&path, false)
                 .map(|(data, s)| Answer::Data(data, stat(s))),
+            // The crate has no sync.
+            Op::Sync { .. } => Err(ZkError::Unimplemented),
         }
     }
 }
