@@ -13,16 +13,28 @@
 //!   connect response that passes through and reports them;
 //! - it never notices a server that stopped answering: [`Relay::cut`] drops
 //!   the connection, so the crate reconnects, to another server if one
-//!   answers, and keeps its session if the ensemble still has it.
+//!   answers, and keeps its session if the ensemble still has it;
+//! - it has no `sync`, and every reply it sees restarts its ping timer:
+//!   [`Relay::request`] sends a `sync` or an `exists` of our own on the
+//!   crate's connection, in the session's order, and takes its reply out of
+//!   the stream before the crate could see it.
+//!
+//! After the handshake the relay reads whole frames both ways: the crate's
+//! frames and ours go to the server whole, one at a time, under a writer
+//! lock; replies whose xid is one of ours (below [`FIRST_XID`], a range the
+//! crate never uses) go to their waiting callback, all others to the crate.
 
-use std::io::{self, Read, Write};
+use std::collections::HashMap;
+use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+
+use crate::core::Stat;
 
 /// Longest wait for one server to accept a connection.
 const UPSTREAM_CONNECT: Duration = Duration::from_secs(1);
@@ -35,6 +47,24 @@ const NO_SERVER_PAUSE: Duration = Duration::from_millis(300);
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(1);
 /// Largest connect response we accept (it is about 40 bytes).
 const MAX_HANDSHAKE: usize = 4096;
+/// Longest write to a server: a server that stops reading must not hang
+/// whoever writes (the crate's frames, or a caller of [`Relay::request`]).
+/// The link is cut instead.
+const UPSTREAM_WRITE: Duration = Duration::from_secs(1);
+/// Largest frame passed either way. ZooKeeper's own limit (jute.maxbuffer)
+/// is 1 MiB by default; anything far beyond it is garbage, and cuts the link.
+const MAX_FRAME: usize = 16 << 20;
+/// The xid of our first request; ours count down from it. The crate counts
+/// up from 1 and the server gives meaning to -1 (notification) and -2
+/// (ping); the crate also uses -4 (auth) and -8 (set watches).
+pub(crate) const FIRST_XID: i32 = -1001;
+/// ZooKeeper opcodes.
+const OP_EXISTS: i32 = 3;
+const OP_SYNC: i32 = 9;
+/// Reply header: xid, zxid, err.
+const REPLY_HEADER: usize = 16;
+/// A serialized Stat: 6 longs and 5 ints (see [`parse_stat`]).
+const STAT_LEN: usize = 68;
 
 /// What a server said when the crate's client connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +78,39 @@ pub(crate) struct Handshake {
 /// Called on the relay's own threads for every connect response.
 pub(crate) type HandshakeSink = Box<dyn Fn(Handshake) + Send + Sync>;
 
+/// A request the relay sends on the crate's connection itself. Paths are
+/// the client's: the relay puts the chroot in front.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Injected {
+    /// Completes once the server has caught up with the leader.
+    Sync { path: String },
+    /// The stat of `path`, without a watch.
+    Exists { path: String },
+}
+
+/// How an injected request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum InjectedReply {
+    /// The server answered on relay link `link`: a reply only ever comes
+    /// back on the link its request left on. `err` is ZooKeeper's error code
+    /// (0: ok); `stat` is set for an `Exists` answered ok.
+    Answered {
+        link: u64,
+        err: i32,
+        stat: Option<Stat>,
+    },
+    /// No answer: no connection was up (`link` is `None`), or the link
+    /// broke before the answer. The request may have reached the server.
+    Unanswered {
+        link: Option<u64>,
+        why: &'static str,
+    },
+}
+
+/// Called once with the outcome of an injected request, on the relay's
+/// thread that read the reply, or on the caller's when it cannot go out.
+pub(crate) type Done = Box<dyn FnOnce(InjectedReply) + Send>;
+
 /// A relay listening on a loopback port of its own. Dropping it stops it.
 pub(crate) struct Relay {
     addr: SocketAddr,
@@ -56,20 +119,44 @@ pub(crate) struct Relay {
 
 struct Inner {
     hosts: Vec<String>,
+    /// Put in front of the paths of injected requests ("" for none).
+    chroot: String,
     /// Index of the host to try first on the next connection.
     next: AtomicUsize,
     stopped: AtomicBool,
-    /// Both ends of every live connection, by link number, to cut them.
-    links: Mutex<Vec<(u64, TcpStream, TcpStream)>>,
+    /// Every live connection, to cut them and to send on them.
+    links: Mutex<Vec<Arc<Link>>>,
     link_numbers: AtomicU64,
+    /// The next xid of ours.
+    xids: AtomicI32,
     on_handshake: HandshakeSink,
 }
 
+/// One connection of the crate's client, and its connection to a server.
+struct Link {
+    number: u64,
+    down: TcpStream,
+    up: TcpStream,
+    /// Everything sent to the server goes through here, a frame at a time.
+    writer: Mutex<TcpStream>,
+    /// The server accepted the session: requests of ours may go out.
+    ready: AtomicBool,
+    /// Our requests waiting for their reply; `None` once the link is closed.
+    waiting: Mutex<Option<HashMap<i32, Waiting>>>,
+}
+
+struct Waiting {
+    exists: bool,
+    done: Done,
+}
+
 impl Relay {
-    /// Starts a relay to `hosts` (`host:port`), trying `first` first.
+    /// Starts a relay to `hosts` (`host:port`), trying `first` first;
+    /// `chroot` is the client's ("" for none, else like `/app`).
     pub(crate) fn start(
         hosts: Vec<String>,
         first: usize,
+        chroot: &str,
         on_handshake: HandshakeSink,
     ) -> io::Result<Relay> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -77,9 +164,11 @@ impl Relay {
         let inner = Arc::new(Inner {
             next: AtomicUsize::new(first % hosts.len().max(1)),
             hosts,
+            chroot: chroot.trim_end_matches('/').to_owned(),
             stopped: AtomicBool::new(false),
             links: Mutex::new(Vec::new()),
             link_numbers: AtomicU64::new(0),
+            xids: AtomicI32::new(FIRST_XID),
             on_handshake,
         });
         let accepting = inner.clone();
@@ -98,6 +187,55 @@ impl Relay {
     pub(crate) fn cut(&self) {
         self.inner.advance();
         self.inner.cut_all();
+    }
+
+    /// Sends `op` on the newest connection whose session the server
+    /// accepted, between two of the crate's frames, so the server sees it
+    /// after everything the crate sent before and before everything it sends
+    /// after. `done` gets the reply, which the crate never sees; or, at
+    /// once, [`InjectedReply::Unanswered`] when no such connection is up, and
+    /// when the connection breaks first. Blocks only for the writer lock and
+    /// one socket write (at most [`UPSTREAM_WRITE`], then the link is cut).
+    pub(crate) fn request(&self, op: Injected, done: Done) {
+        let link = self
+            .inner
+            .links
+            .lock()
+            .iter()
+            .filter(|l| l.ready.load(Ordering::SeqCst))
+            .max_by_key(|l| l.number)
+            .cloned();
+        let Some(link) = link else {
+            return done(InjectedReply::Unanswered {
+                link: None,
+                why: "not connected",
+            });
+        };
+        let xid = self.inner.next_xid();
+        let (exists, frame) = match &op {
+            Injected::Sync { path } => (false, self.inner.frame(xid, OP_SYNC, path, None)),
+            Injected::Exists { path } => {
+                (true, self.inner.frame(xid, OP_EXISTS, path, Some(false)))
+            }
+        };
+        {
+            let mut waiting = link.waiting.lock();
+            let Some(waiting) = waiting.as_mut() else {
+                drop(waiting);
+                return done(InjectedReply::Unanswered {
+                    link: Some(link.number),
+                    why: "the connection closed",
+                });
+            };
+            waiting.insert(xid, Waiting { exists, done });
+        }
+        if link.send(&frame).is_err() {
+            log::debug!(
+                "relay: link {} cut: a write to the server failed",
+                link.number
+            );
+            link.close();
+        }
     }
 }
 
@@ -119,9 +257,43 @@ impl Inner {
     }
 
     fn cut_all(&self) {
-        for (_, down, up) in self.links.lock().drain(..) {
-            shut(&down, &up);
+        let links: Vec<_> = self.links.lock().drain(..).collect();
+        for link in links {
+            link.close();
         }
+    }
+
+    fn next_xid(&self) -> i32 {
+        let previous = self
+            .xids
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |x| {
+                Some(if x <= i32::MIN + 1 { FIRST_XID } else { x - 1 })
+            });
+        previous.unwrap_or(FIRST_XID)
+    }
+
+    /// A whole request frame: length, xid, type, path (with the chroot),
+    /// and the watch flag if any.
+    fn frame(&self, xid: i32, op: i32, path: &str, watch: Option<bool>) -> Vec<u8> {
+        let full = if self.chroot.is_empty() {
+            path.to_owned()
+        } else if path == "/" {
+            self.chroot.clone()
+        } else {
+            format!("{}{path}", self.chroot)
+        };
+        let mut body = Vec::with_capacity(16 + full.len());
+        body.extend_from_slice(&xid.to_be_bytes());
+        body.extend_from_slice(&op.to_be_bytes());
+        body.extend_from_slice(&(full.len() as i32).to_be_bytes());
+        body.extend_from_slice(full.as_bytes());
+        if let Some(watch) = watch {
+            body.push(u8::from(watch));
+        }
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+        frame.extend_from_slice(&body);
+        frame
     }
 
     /// The first host, from `next` on, that accepts a connection.
@@ -143,6 +315,91 @@ impl Inner {
         }
         None
     }
+}
+
+impl Link {
+    /// Writes one whole frame to the server.
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        self.writer.lock().write_all(frame)
+    }
+
+    /// Closes both connections and fails every request still waiting.
+    fn close(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+        shut(&self.down, &self.up);
+        let waiting = self.waiting.lock().take();
+        for (_, w) in waiting.into_iter().flatten() {
+            (w.done)(InjectedReply::Unanswered {
+                link: Some(self.number),
+                why: "the connection closed",
+            });
+        }
+    }
+
+    /// Hands a reply of ours to its callback. Err: the reply is malformed.
+    fn answer(&self, xid: i32, body: &[u8]) -> Result<(), ()> {
+        let header = parse_header(body).ok_or(())?;
+        let Some(w) = self.waiting.lock().as_mut().and_then(|m| m.remove(&xid)) else {
+            return Ok(()); // not waited for (any more): drop it
+        };
+        let stat = if w.exists && header.err == 0 {
+            match body.get(REPLY_HEADER..).and_then(parse_stat) {
+                Some(stat) => Some(stat),
+                None => {
+                    // Put it back so closing the link fails it.
+                    if let Some(m) = self.waiting.lock().as_mut() {
+                        m.insert(xid, w);
+                    }
+                    return Err(());
+                }
+            }
+        } else {
+            None
+        };
+        (w.done)(InjectedReply::Answered {
+            link: self.number,
+            err: header.err,
+            stat,
+        });
+        Ok(())
+    }
+}
+
+struct ReplyHeader {
+    err: i32,
+}
+
+fn be_i32(b: &[u8], at: usize) -> Option<i32> {
+    b.get(at..at.checked_add(4)?)?
+        .try_into()
+        .ok()
+        .map(i32::from_be_bytes)
+}
+
+fn be_i64(b: &[u8], at: usize) -> Option<i64> {
+    b.get(at..at.checked_add(8)?)?
+        .try_into()
+        .ok()
+        .map(i64::from_be_bytes)
+}
+
+fn parse_header(body: &[u8]) -> Option<ReplyHeader> {
+    be_i64(body, 4)?;
+    Some(ReplyHeader {
+        err: be_i32(body, 12)?,
+    })
+}
+
+/// Stat: czxid, mzxid, ctime, mtime (longs), version, cversion, aversion
+/// (ints), ephemeralOwner (long), dataLength, numChildren (ints), pzxid (long).
+fn parse_stat(record: &[u8]) -> Option<Stat> {
+    if record.len() < STAT_LEN {
+        return None;
+    }
+    Some(Stat {
+        czxid: be_i64(record, 0)?,
+        owner: be_i64(record, 44)?,
+    })
 }
 
 fn accept_loop(listener: &TcpListener, inner: &Arc<Inner>) {
@@ -179,6 +436,7 @@ fn link(down: TcpStream, inner: Arc<Inner>) {
         return;
     };
     let _ = (down.set_nodelay(true), up.set_nodelay(true));
+    let _ = up.set_write_timeout(Some(UPSTREAM_WRITE));
     let (Ok(down_read), Ok(up_write), Ok(up_read), Ok(down_write), Ok(down_kept), Ok(up_kept)) = (
         down.try_clone(),
         up.try_clone(),
@@ -190,91 +448,114 @@ fn link(down: TcpStream, inner: Arc<Inner>) {
         return;
     };
     let number = inner.link_numbers.fetch_add(1, Ordering::SeqCst);
+    let link = Arc::new(Link {
+        number,
+        down: down_kept,
+        up: up_kept,
+        writer: Mutex::new(up_write),
+        ready: AtomicBool::new(false),
+        waiting: Mutex::new(Some(HashMap::new())),
+    });
     {
         let mut links = inner.links.lock();
         if inner.stopped.load(Ordering::SeqCst) {
             return;
         }
-        links.push((number, down_kept, up_kept));
+        links.push(link.clone());
     }
     let replies_inner = inner.clone();
+    let replies_link = link.clone();
     let replies = thread::Builder::new()
         .name("zk-master-relay-replies".into())
-        .spawn(move || server_to_client(up_read, down_write, &replies_inner));
+        .spawn(move || server_to_client(up_read, down_write, &replies_inner, &replies_link));
     if let Ok(replies) = replies {
-        copy_all(down_read, up_write);
+        client_to_server(down_read, &link);
         if !replies.join().unwrap_or(false) {
             // The server took the connection but never answered the
             // handshake: try another one next time.
             inner.advance();
         }
     }
+    link.close();
     shut(&down, &up);
-    inner.links.lock().retain(|(n, _, _)| *n != number);
+    inner.links.lock().retain(|l| l.number != number);
 }
 
-/// Copies the server's replies, reading the connect response on the way.
-/// The response is reported before the crate sees it, so an expired session
-/// is known before the crate can act on the new one it opens next.
-/// Returns whether a connect response came.
-fn server_to_client(mut up: TcpStream, mut down: TcpStream, inner: &Inner) -> bool {
+/// Reads one frame (length and body); `None` at the end of the stream, on
+/// an error, or for a length out of bounds.
+fn read_frame(from: &mut impl Read, limit: usize) -> Option<Vec<u8>> {
     let mut len = [0u8; 4];
+    from.read_exact(&mut len).ok()?;
+    let size = usize::try_from(i32::from_be_bytes(len))
+        .ok()
+        .filter(|&n| n <= limit)?;
+    let mut frame = vec![0; 4 + size];
+    frame.get_mut(..4)?.copy_from_slice(&len);
+    from.read_exact(frame.get_mut(4..)?).ok()?;
+    Some(frame)
+}
+
+/// Passes the crate's frames to the server, each whole under the writer
+/// lock, until either side closes; then closes the link.
+fn client_to_server(down: TcpStream, link: &Link) {
+    let mut down = BufReader::new(down);
+    while let Some(frame) = read_frame(&mut down, MAX_FRAME) {
+        if link.send(&frame).is_err() {
+            log::debug!(
+                "relay: link {} cut: a write to the server failed",
+                link.number
+            );
+            break;
+        }
+    }
+    link.close();
+}
+
+/// Passes the server's replies to the crate, reading the connect response
+/// on the way, and takes ours out. The connect response is reported before
+/// the crate sees it, so an expired session is known before the crate can
+/// act on the new one it opens next. Returns whether a connect response came.
+fn server_to_client(up: TcpStream, mut down: TcpStream, inner: &Inner, link: &Link) -> bool {
     let _ = up.set_read_timeout(Some(HANDSHAKE_WAIT));
-    let handshake = up.read_exact(&mut len).and_then(|()| {
-        let size = usize::try_from(i32::from_be_bytes(len))
-            .ok()
-            .filter(|&n| n <= MAX_HANDSHAKE)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad connect response"))?;
-        let mut body = vec![0; size];
-        up.read_exact(&mut body)?;
-        Ok(body)
-    });
-    let Ok(body) = handshake else {
-        shut(&down, &up);
+    let mut up = BufReader::new(up);
+    let Some(frame) = read_frame(&mut up, MAX_HANDSHAKE) else {
+        link.close();
         return false;
     };
-    let _ = up.set_read_timeout(None);
+    let _ = up.get_ref().set_read_timeout(None);
     // ConnectResponse: protocolVersion, timeOut, sessionId, passwd, [readOnly].
-    let int = body
-        .get(4..8)
-        .and_then(|b| b.try_into().ok())
-        .map(i32::from_be_bytes);
-    let long = body
-        .get(8..16)
-        .and_then(|b| b.try_into().ok())
-        .map(i64::from_be_bytes);
-    if let (Some(timeout_ms), Some(session_id)) = (int, long) {
+    let body = frame.get(4..).unwrap_or_default();
+    let handshake = be_i32(body, 4).zip(be_i64(body, 8));
+    if let Some((timeout_ms, session_id)) = handshake {
         (inner.on_handshake)(Handshake {
             session_id,
             timeout_ms,
         });
     }
-    if down
-        .write_all(&len)
-        .and_then(|()| down.write_all(&body))
-        .is_err()
-    {
-        shut(&down, &up);
+    if down.write_all(&frame).is_err() {
+        link.close();
         return true;
     }
-    copy_all(up, down);
-    true
-}
-
-/// Copies until either side closes, then closes both.
-fn copy_all(mut from: TcpStream, mut to: TcpStream) {
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if to.write_all(buf.get(..n).unwrap_or_default()).is_err() {
-                    break;
-                }
+    if matches!(handshake, Some((t, s)) if t > 0 && s != 0) {
+        link.ready.store(true, Ordering::SeqCst);
+    }
+    while let Some(frame) = read_frame(&mut up, MAX_FRAME) {
+        let body = frame.get(4..).unwrap_or_default();
+        let Some(xid) = be_i32(body, 0) else {
+            log::warn!("relay: link {} cut: a reply without a header", link.number);
+            break;
+        };
+        if xid <= FIRST_XID {
+            if link.answer(xid, body).is_err() {
+                log::warn!("relay: link {} cut: a malformed reply to us", link.number);
+                break;
             }
+        } else if down.write_all(&frame).is_err() {
+            break;
         }
     }
-    shut(&from, &to);
+    link.close();
+    true
 }
 
 fn shut(a: &TcpStream, b: &TcpStream) {
