@@ -5,6 +5,12 @@
 //!   the driver as an [`Input::Reply`], so nobody waits on the crate. A call
 //!   that hangs is freed by [`Client::cut`], which the core asks for when the
 //!   call misses its deadline.
+//! - `sync` (which the crate lacks) and `exists` without a watch (the lease
+//!   renewal) do not go through the crate: the relay sends them on the
+//!   crate's connection and keeps their replies from the crate, whose ping
+//!   timer they would otherwise restart. The thread writes them out and goes
+//!   on at once, so they leave in the order asked; the relay's reply thread
+//!   answers them.
 //! - The crate's listener and watchers only update atomics and hand an input
 //!   on: they never block and never panic.
 //! - The crate does not resend credentials after a reconnect: the calls
@@ -22,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use zookeeper::{Acl, CreateMode, WatchedEvent, WatchedEventType, ZkError, ZkState, ZooKeeper};
 
-use super::relay::{Handshake, Relay};
+use super::relay::{Handshake, Injected, InjectedReply, Relay};
 use crate::backend::InputSink;
 use crate::core::{Answer, Failure, Input, Mode, Op, RequestId, SessionId, Stat, WatchKind};
 
@@ -154,6 +160,7 @@ impl Client {
         let relay = Arc::new(Relay::start(
             target.hosts.to_vec(),
             target.first,
+            target.chroot,
             on_handshake,
         )?);
         let connect = format!("{}{}", relay.addr(), target.chroot);
@@ -243,6 +250,12 @@ impl Calls {
         for job in jobs {
             match job {
                 Job::Connected => self.connected(&zk),
+                Job::Call(request, Op::Sync { path }) => {
+                    self.inject(&relay, request, Injected::Sync { path });
+                }
+                Job::Call(request, Op::Exists { path, watch: false }) => {
+                    self.inject(&relay, request, Injected::Exists { path });
+                }
                 Job::Call(request, op) => self.call(&zk, request, op),
                 Job::Close(done) => {
                     closing = Some(done);
@@ -318,6 +331,36 @@ impl Calls {
         });
     }
 
+    /// Sends a request of ours through the relay, without waiting: the
+    /// reply is reported from the relay's thread. It counts as `via` the
+    /// connection only if the crate saw no disconnect in between (a reply
+    /// always comes back on the relay link its request left on).
+    fn inject(&self, relay: &Relay, request: RequestId, op: Injected) {
+        let link = &self.reporter.link;
+        let epoch = link.epoch.load(Ordering::SeqCst);
+        let was_connected = link.connected.load(Ordering::SeqCst);
+        let exists = matches!(op, Injected::Exists { .. });
+        let reporter = self.reporter.clone();
+        relay.request(
+            op,
+            Box::new(move |reply| {
+                let link = &reporter.link;
+                let answered = matches!(reply, InjectedReply::Answered { .. });
+                let same = answered
+                    && was_connected
+                    && link.connected.load(Ordering::SeqCst)
+                    && !link.dead.load(Ordering::SeqCst)
+                    && link.epoch.load(Ordering::SeqCst) == epoch;
+                reporter.input(Input::Reply {
+                    session: reporter.session,
+                    request,
+                    via: same.then_some(epoch),
+                    result: injected_result(exists, reply),
+                });
+            }),
+        );
+    }
+
     fn run_op(&self, zk: &ZooKeeper, op: Op) -> Result<Answer, ZkError> {
         let stat = |s: zookeeper::Stat| Stat {
             owner: s.ephemeral_owner,
@@ -359,14 +402,43 @@ impl Calls {
                 zk.get_children(&path, false)
             }
             .map(Answer::Children),
-            // Until the relay sends it: refused, so no lease is ever counted.
-            Op::Sync { .. } => Err(ZkError::Unimplemented),
             Op::Data { path } => zk
                 .get_data(&path, false)
                 .map(|(data, s)| Answer::Data(data, stat(s))),
+            // Routed through the relay by `run`; the crate has no sync.
+            Op::Sync { .. } => Err(ZkError::Unimplemented),
         }
     }
 }
+
+/// The result of an injected request, as [`classify`] maps the crate's:
+/// a missing node is no failure for an `exists`.
+fn injected_result(exists: bool, reply: InjectedReply) -> Result<Answer, Failure> {
+    match reply {
+        InjectedReply::Unanswered { why, .. } => Err(Failure::Interrupted(why.to_owned())),
+        InjectedReply::Answered { err: 0, stat, .. } if exists => Ok(Answer::Stat(stat)),
+        InjectedReply::Answered { err: 0, .. } => Ok(Answer::Done),
+        InjectedReply::Answered { err: NO_NODE, .. } if exists => Ok(Answer::Stat(None)),
+        InjectedReply::Answered { err, .. } => Err(match err {
+            NO_NODE => Failure::NoNode,
+            NO_AUTH | AUTH_FAILED | INVALID_ACL => Failure::Denied(format!("error {err}")),
+            CONNECTION_LOSS | OPERATION_TIMEOUT | SESSION_EXPIRED | SESSION_MOVED => {
+                Failure::Interrupted(format!("error {err}"))
+            }
+            _ => Failure::Refused(format!("error {err}")),
+        }),
+    }
+}
+
+/// ZooKeeper's error codes, as the server sends them.
+const CONNECTION_LOSS: i32 = -4;
+const OPERATION_TIMEOUT: i32 = -7;
+const NO_NODE: i32 = -101;
+const NO_AUTH: i32 = -102;
+const SESSION_EXPIRED: i32 = -112;
+const INVALID_ACL: i32 = -114;
+const AUTH_FAILED: i32 = -115;
+const SESSION_MOVED: i32 = -118;
 
 fn classify(e: ZkError) -> Failure {
     match e {
