@@ -488,12 +488,17 @@ impl Core {
         }
         self.step_member(now);
         self.step_watcher(now);
-        if matches!(self.phase, Phase::Joining { .. }) && self.joined() {
+        let joined = matches!(self.phase, Phase::Joining { .. }) && self.joined();
+        if joined {
             self.backoff = FIRST_BACKOFF;
             self.phase = Phase::Running;
+        }
+        // Published and told before the join returns: a callback registered
+        // right after it is told the role held at join.
+        self.publish(now);
+        if joined {
             self.commands.push_back(Command::Joined(Ok(())));
         }
-        self.publish(now);
     }
 
     fn finish_join(&mut self, result: Result<(), Error>, now: Instant) {
