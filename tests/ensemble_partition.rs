@@ -13,7 +13,7 @@
 //! `ZK_MASTER_PARTITION_RUNS` (default 3) runs per test, on one ensemble;
 //! `ZK_MASTER_PARTITION_SEED` fixes the random phases (printed by every run);
 //! `ZK_MASTER_PARTITION_MARGIN_MS` passes `--lease-margin-ms` to the workers (default: the
-//! library's own margin). Run with `--ignored --nocapture` to see the numbers.
+//! library's own margin). Run with `--nocapture` to see the numbers.
 
 mod common;
 
@@ -370,27 +370,18 @@ fn follower_partition(sync_limit: u32) {
     }
 }
 
-/// Measured with ZooKeeper 3.8.0 on loopback, T = 2 s, tick 200 ms, 7 runs: overlaps 919, 783,
-/// 852, 903, 770, 787, 918 ms. B read true 0.84-1.68 s after the cut (the leader expired A's
-/// session from the last touch it knew of before the cut), A until 1.7-2.5 s after it (F answered
-/// a renewal of A for up to syncLimit x tick = 1 s into the cut, and the lease runs T - T/5 from
-/// the renewal's send time).
+/// Before renewals carried a `sync` (ZooKeeper 3.8.0 on loopback, T = 2 s, tick 200 ms): two
+/// masters for 770-919 ms in 7 of 7 runs, as F answered A's renewals for up to syncLimit x tick
+/// into the cut. With the `sync`, 0 ms in 5 of 5 runs; A read true until 0.86-1.27 s after the
+/// cut, B from 355-821 ms after A.
 #[test]
-#[ignore = "known overlap: the library's lease does not cover a follower that answers reads \
-            for up to syncLimit x tick after losing its leader; measured 770-919 ms in 7 runs \
-            (T = 2 s, syncLimit 5, tick 200 ms)"]
 fn follower_of_the_master_isolated_sync_limit_5() {
     follower_partition(5);
 }
 
-/// Measured as above with syncLimit 10 (F answers for up to 2 s into the cut), 6 runs: overlaps
-/// 2265, 2179, 2116, 783, 869, 802 ms; A read true until 2.3-3.4 s after the cut, B from
-/// 0.84-1.96 s after it. The overlap depends on where in the cut's first 2 s A's last renewal
-/// falls.
+/// As above with syncLimit 10 (F answers reads for up to 2 s into the cut): before, two masters
+/// for 783-2265 ms in 6 of 6 runs; with the `sync`, 0 ms in 5 of 5 runs.
 #[test]
-#[ignore = "known overlap: the library's lease does not cover a follower that answers reads \
-            for up to syncLimit x tick after losing its leader; measured 783-2265 ms in 6 runs \
-            (T = 2 s, syncLimit 10, tick 200 ms)"]
 fn follower_of_the_master_isolated_sync_limit_10() {
     follower_partition(10);
 }
