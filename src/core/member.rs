@@ -3,9 +3,7 @@
 
 use std::time::Instant;
 
-use super::{
-    later, AfterEnsure, Answer, Command, Core, Failure, Mode, Op, Phase, Purpose, Slot, Why,
-};
+use super::{AfterEnsure, Answer, Command, Core, Failure, Mode, Op, Phase, Purpose, Slot, Why};
 use crate::error::Error;
 
 /// This member's node in the current member session.
@@ -157,22 +155,18 @@ impl Core {
         }
     }
 
-    /// Whether a renewal will be due: a node is held and none is in flight.
-    pub(super) fn renewal_due_soon(&self) -> bool {
-        self.node.own().is_some()
-            && !self
-                .pending
-                .values()
-                .any(|p| matches!(p.why, Why::Renew { .. } | Why::RenewSync))
-    }
-
     pub(super) fn deleting_strays(&self) -> bool {
         self.pending
             .values()
             .any(|p| matches!(p.why, Why::DeleteStray { .. }))
     }
 
-    fn send_create_member(&mut self, session: super::SessionId, conn: super::Conn, now: Instant) {
+    pub(super) fn send_create_member(
+        &mut self,
+        session: super::SessionId,
+        conn: super::Conn,
+        now: Instant,
+    ) {
         let prefix = format!("{}/{}", self.settings.group, self.settings.prefix);
         let op = Op::Create {
             path: prefix,
@@ -374,77 +368,6 @@ impl Core {
         }
     }
 
-    /// The answer to a renewal (or a confirmation) of our node.
-    pub(super) fn on_renewed(
-        &mut self,
-        path: &str,
-        result: Result<Answer, Failure>,
-        proof: Option<(Instant, super::Conn)>,
-        now: Instant,
-    ) {
-        self.renew_at = later(now, super::renewal_gap(self.timeout));
-        let Some(own) = self.node.own() else { return };
-        if own.path != path {
-            return;
-        }
-        match result {
-            Ok(Answer::Stat(Some(stat))) if stat.owner == own.owner => {
-                self.extend_lease(proof, now)
-            }
-            #[cfg(test)]
-            Ok(Answer::Stat(Some(_))) if self.settings.mutant == super::Mutant::NoOwnerCheck => {
-                self.extend_lease(proof, now)
-            }
-            Ok(_) => self.step_down_from_deleted_node(now),
-            Err(e) => self.member_failed("exists", path, e, now),
-        }
-    }
-
-    /// The `sync` ahead of a renewal was answered: on `via`, if on the
-    /// connection it left on.
-    pub(super) fn on_renew_synced(
-        &mut self,
-        request: super::RequestId,
-        result: Result<Answer, Failure>,
-        via: Option<super::Conn>,
-        now: Instant,
-    ) {
-        match result {
-            Ok(_) if via.is_some() => self.synced = Some(request),
-            Ok(_) | Err(Failure::Interrupted(_)) => {}
-            Err(e) => self.member_failed("sync", "/", e, now),
-        }
-    }
-
-    /// A renewal sent at `sent` on `conn` was answered now: a server in touch
-    /// with the leader showed our node alive in our session. The leader has
-    /// heard of the session at the base (see [`super::Base`]), so it cannot
-    /// expire it before the base + timeout; the lease ends a margin earlier.
-    fn extend_lease(&mut self, proof: Option<(Instant, super::Conn)>, now: Instant) {
-        use super::Base;
-        let Some((sent, conn)) = proof else { return };
-        let gap = super::renewal_gap(self.timeout);
-        let from = match self.base {
-            Some(Base::Leader { conn: c, at }) if c == conn => Some(at),
-            Some(Base::Renewal {
-                conn: c,
-                sent: before,
-                answered,
-            }) if c == conn && later(answered, gap) <= sent => Some(before),
-            _ => None,
-        };
-        self.base = Some(Base::Renewal {
-            conn,
-            sent,
-            answered: now,
-        });
-        let Some(from) = from else { return };
-        let end = later(from, self.timeout.saturating_sub(self.margin));
-        if self.lease_until.is_none_or(|current| end > current) {
-            self.lease_until = Some(end);
-        }
-    }
-
     pub(super) fn on_stray_deleted(
         &mut self,
         path: String,
@@ -480,7 +403,7 @@ impl Core {
     }
 
     /// A request of the member session failed.
-    fn member_failed(&mut self, op: &'static str, path: &str, e: Failure, now: Instant) {
+    pub(super) fn member_failed(&mut self, op: &'static str, path: &str, e: Failure, now: Instant) {
         match e {
             Failure::Interrupted(why) => {
                 // The connection is dropping; the backend says what comes next.
@@ -518,13 +441,6 @@ impl Core {
         }
     }
 
-    fn fail_requeue(&mut self, error: Error) {
-        if self.requeue_waiting {
-            self.requeue_waiting = false;
-            self.commands.push_back(Command::Requeued(Err(error)));
-        }
-    }
-
     /// Steps down and gives up the member session; a new one starts after a
     /// pause. Its nodes go when the session ends, or from the next session.
     pub(super) fn lose_member(&mut self, why: &str, now: Instant) {
@@ -551,89 +467,6 @@ impl Core {
             retry_at: self.next_backoff(now),
         };
         self.set_connection(crate::role::Connection::Lost, now);
-    }
-
-    /// Steps down at once, deletes the claim and then the node (in one go:
-    /// a session's requests are applied in order), and closes the sessions.
-    pub(super) fn resign(&mut self, now: Instant) {
-        if matches!(self.phase, Phase::Resigning { .. } | Phase::Done) {
-            return;
-        }
-        let wait = (self.timeout / 2).min(super::MAX_RESIGN_WAIT);
-        self.phase = Phase::Resigning {
-            deadline: later(now, wait),
-        };
-        self.lease_until = None;
-        self.fail_requeue(Error::Resigned);
-        if let Some(session) = self.watcher.id() {
-            self.commands.push_back(Command::Close { session });
-            self.pending.retain(|_, p| p.session != session);
-            self.watcher = Slot::Idle { retry_at: now };
-        }
-        self.pending
-            .retain(|_, p| !matches!(p.why, Why::Renew { .. } | Why::RenewSync));
-        self.leave(now);
-        self.strays.clear();
-    }
-
-    /// Deletes our claim, our node and known strays on the member session.
-    fn leave(&mut self, now: Instant) {
-        let Some((session, conn)) = self.member.connected() else {
-            return;
-        };
-        let mut paths = Vec::new();
-        if let Node::Held(own) = std::mem::replace(&mut self.node, Node::Absent) {
-            paths.push(self.claim_path(&claim_name(&own)));
-            paths.push(own.path);
-        }
-        paths.extend(self.strays.iter().cloned());
-        for path in paths {
-            self.send(
-                session,
-                conn,
-                Op::Delete { path: path.clone() },
-                Why::Leave { path },
-                now,
-            );
-        }
-    }
-
-    pub(super) fn on_left(&mut self, path: &str, result: Result<Answer, Failure>, _now: Instant) {
-        match result {
-            Ok(_) | Err(Failure::NoNode) => {}
-            Err(e) => {
-                log::warn!("could not delete {path} ({e:?}); it goes when the session ends");
-                if !matches!(self.phase, Phase::Resigning { .. }) {
-                    self.strays.push(path.to_owned());
-                }
-            }
-        }
-    }
-
-    /// Deletes our node and joins again at the back, in the same session.
-    pub(super) fn requeue(&mut self, now: Instant) {
-        if matches!(self.phase, Phase::Resigning { .. } | Phase::Done) {
-            self.commands
-                .push_back(Command::Requeued(Err(Error::Resigned)));
-            return;
-        }
-        if self.requeue_waiting {
-            return;
-        }
-        let Some((session, conn)) = self.member.connected() else {
-            // No node, or none we can delete now: the next one goes to the back anyway.
-            self.commands.push_back(Command::Requeued(Ok(())));
-            return;
-        };
-        if self.node.own().is_none() {
-            self.commands.push_back(Command::Requeued(Ok(())));
-            return;
-        }
-        self.lease_until = None;
-        self.requeue_waiting = true;
-        self.leave(now);
-        self.node = Node::Creating;
-        self.send_create_member(session, conn, now);
     }
 }
 

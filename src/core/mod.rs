@@ -26,7 +26,10 @@
 
 mod group;
 mod io;
+mod lease;
+mod leave;
 mod member;
+mod sessions;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -41,13 +44,13 @@ use crate::error::Error;
 use crate::member::Member;
 use crate::role::{Connection, Role, RoleChange};
 use group::Group;
+use lease::{default_margin, Base};
 use member::Node;
+use sessions::Slot;
 
 /// First wait before opening a session again; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// Longest a resign waits for its deletions before it closes the session.
-const MAX_RESIGN_WAIT: Duration = Duration::from_secs(2);
 
 /// What the core needs to know of the configuration.
 #[derive(Debug, Clone)]
@@ -105,37 +108,6 @@ pub(crate) enum Mutant {
     NoOwnerCheck,
 }
 
-/// The default lease margin: a tenth of the session timeout, for the delay
-/// between the servers and the drift of clocks; see the README's
-/// "Guarantees".
-pub(crate) fn default_margin(timeout: Duration) -> Duration {
-    timeout / 10
-}
-
-/// The least time from a renewal's answer to the next renewal: a quarter of
-/// the timeout, which is at least half a server tick (a server grants no
-/// less than two ticks). A follower reports what its clients did to the
-/// leader every half tick; so by the time the next renewal's `sync` has
-/// passed through the leader, the previous renewal was reported.
-fn renewal_gap(timeout: Duration) -> Duration {
-    timeout / 4
-}
-
-/// What the next renewal's lease is counted from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Base {
-    /// A touch of the session by the leader itself, no earlier than `at`:
-    /// its creation (`at`: when it was asked for) or its revalidation on a
-    /// reconnect (`at`: when the last answered renewal was sent).
-    Leader { conn: Conn, at: Instant },
-    /// A renewal sent at `sent` and answered at `answered` on `conn`.
-    Renewal {
-        conn: Conn,
-        sent: Instant,
-        answered: Instant,
-    },
-}
-
 /// Where the core is in its life.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
@@ -151,53 +123,6 @@ enum Phase {
     },
     /// Nothing more to do.
     Done,
-}
-
-/// A session slot: the member's or the watcher's.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Slot {
-    /// No session; open one at `retry_at`.
-    Idle {
-        retry_at: Instant,
-    },
-    /// Asked for; no answer yet.
-    Opening {
-        id: SessionId,
-        since: Instant,
-    },
-    Open(Session),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Session {
-    id: SessionId,
-    server_session: i64,
-    /// The current connection; `None` while disconnected.
-    conn: Option<Conn>,
-    /// When `conn` last changed.
-    since: Instant,
-}
-
-impl Slot {
-    fn id(&self) -> Option<SessionId> {
-        match self {
-            Slot::Idle { .. } => None,
-            Slot::Opening { id, .. } => Some(*id),
-            Slot::Open(s) => Some(s.id),
-        }
-    }
-
-    fn open(&self) -> Option<&Session> {
-        match self {
-            Slot::Open(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// The session, while connected.
-    fn connected(&self) -> Option<(SessionId, Conn)> {
-        self.open().and_then(|s| Some((s.id, s.conn?)))
-    }
 }
 
 /// Why a request was sent: what to do with its reply.
@@ -327,10 +252,8 @@ impl Core {
             strays: Vec::new(),
             old_sessions: Vec::new(),
             strays_retry_at: now,
-            margin: settings
-                .lease_margin
-                .unwrap_or(timeout / 5)
-                .min(timeout / 2),
+            // Set again from the granted timeout before any lease counts.
+            margin: default_margin(timeout),
             timeout,
             granted: None,
             lease_until: None,
@@ -550,106 +473,9 @@ impl Core {
         request
     }
 
-    fn open(&mut self, purpose: Purpose, now: Instant) -> Slot {
-        let id = SessionId(self.next_id());
-        self.commands.push_back(Command::Open {
-            session: id,
-            purpose,
-            timeout: self.settings.session_timeout,
-        });
-        Slot::Opening { id, since: now }
-    }
-
     fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
-    }
-
-    /// How long a session may take to connect before it is given up.
-    fn open_deadline(&self, since: Instant) -> Instant {
-        later(since, self.settings.session_timeout * 2)
-    }
-
-    /// How long a session may stay disconnected before it is given up.
-    fn suspend_deadline(&self, since: Instant) -> Instant {
-        later(since, self.timeout * 2)
-    }
-
-    fn next_backoff(&mut self, now: Instant) -> Instant {
-        let base = self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        // Up to a quarter more, so members that lost the same server spread out.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        later(now, base + base.mul_f64((self.rng % 1000) as f64 / 4000.0))
-    }
-
-    fn on_connected(
-        &mut self,
-        session: SessionId,
-        conn: Conn,
-        server_session: i64,
-        granted: Duration,
-        now: Instant,
-    ) {
-        let fresh = Session {
-            id: session,
-            server_session,
-            conn: Some(conn),
-            since: now,
-        };
-        if self.member.id() == Some(session) {
-            self.base = match (&self.member, self.base) {
-                (Slot::Open(s), _) if s.server_session != server_session => {
-                    return self.lose_member("the session was replaced", now);
-                }
-                (Slot::Open(_), base) => {
-                    log::info!("reconnected in the same session");
-                    let at = match base {
-                        Some(Base::Leader { at, .. }) => Some(at),
-                        Some(Base::Renewal { sent, .. }) => Some(sent),
-                        None => None,
-                    };
-                    at.map(|at| Base::Leader { conn, at })
-                }
-                _ => {
-                    self.set_timeout(granted);
-                    Some(Base::Leader {
-                        conn,
-                        at: self.opened_at,
-                    })
-                }
-            };
-            self.member = Slot::Open(fresh);
-            self.renew_at = now;
-            self.set_connection(Connection::Connected, now);
-        } else if self.watcher.id() == Some(session) {
-            self.watcher = Slot::Open(fresh);
-            self.group.watcher_connected();
-        }
-    }
-
-    fn on_disconnected(&mut self, session: SessionId, now: Instant) {
-        for slot in [&mut self.member, &mut self.watcher] {
-            if let Slot::Open(s) = slot {
-                if s.id == session && s.conn.is_some() {
-                    s.conn = None;
-                    s.since = now;
-                }
-            }
-        }
-        if self.member.id() == Some(session) {
-            self.set_connection(Connection::Suspended, now);
-        }
-    }
-
-    fn on_lost(&mut self, session: SessionId, why: &str, now: Instant) {
-        if self.member.id() == Some(session) {
-            self.lose_member(why, now);
-        } else if self.watcher.id() == Some(session) {
-            self.lose_watcher(why, now);
-        }
     }
 
     fn on_reply(
@@ -710,34 +536,6 @@ impl Core {
                 self.group.deleted();
             }
             self.on_watched_change(path);
-        }
-    }
-
-    /// Counts the lease against the smaller of the asked and granted timeout.
-    fn set_timeout(&mut self, granted: Duration) {
-        let asked = self.settings.session_timeout;
-        if granted != asked {
-            log::warn!("asked for a {asked:?} session, the server granted {granted:?}");
-        }
-        self.granted = Some(granted);
-        self.timeout = granted.min(asked);
-        self.margin = match self.settings.lease_margin {
-            Some(m) if m < self.timeout => m,
-            Some(m) => {
-                log::warn!(
-                    "lease margin {m:?} is not below the granted timeout {granted:?}: using the default"
-                );
-                default_margin(self.timeout)
-            }
-            None => default_margin(self.timeout),
-        };
-    }
-
-    fn set_connection(&mut self, connection: Connection, now: Instant) {
-        if self.connection != connection {
-            log::debug!("connection {} -> {connection}", self.connection);
-            self.connection = connection;
-            self.connection_since = now;
         }
     }
 
