@@ -103,7 +103,7 @@ pub(super) struct Failed {
 }
 
 /// Runs one schedule.
-pub(super) fn run(seed: u64, mix: &Mix, trace: bool) -> Result<Stats, Failed> {
+fn run(seed: u64, mix: &Mix, trace: bool) -> Result<Stats, Failed> {
     let mut world = World::new(seed, mix.clone(), trace);
     match world.run_schedule() {
         Ok(()) => Ok(world.stats.clone()),
@@ -116,7 +116,7 @@ pub(super) fn run(seed: u64, mix: &Mix, trace: bool) -> Result<Stats, Failed> {
 }
 
 /// Replays a failed seed with tracing on, and describes it.
-pub(super) fn report(seed: u64, mix: &Mix) -> String {
+fn report(seed: u64, mix: &Mix) -> String {
     match run(seed, mix, true) {
         Ok(_) => format!("seed {seed}: passed on replay (not deterministic?)"),
         Err(failed) => {

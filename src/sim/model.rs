@@ -142,10 +142,6 @@ impl Tree {
             .collect()
     }
 
-    pub(super) fn get(&self, path: &str) -> Option<&Node> {
-        self.nodes.get(path)
-    }
-
     fn create(
         &mut self,
         session: i64,
