@@ -80,6 +80,10 @@ pub(super) enum Violation {
 #[derive(Debug, Clone, Default)]
 pub(super) struct Stats {
     pub(super) events: u64,
+    /// Of which once faults had stopped.
+    pub(super) calm_events: u64,
+    /// Wake-ups that found a newer one set meanwhile.
+    pub(super) stale_wakes: u64,
     pub(super) promotions: u64,
     pub(super) expiries: u64,
     pub(super) faults: u64,
@@ -88,6 +92,8 @@ pub(super) struct Stats {
 impl Stats {
     pub(super) fn add(&mut self, other: &Stats) {
         self.events += other.events;
+        self.calm_events += other.calm_events;
+        self.stale_wakes += other.stale_wakes;
         self.promotions += other.promotions;
         self.expiries += other.expiries;
         self.faults += other.faults;

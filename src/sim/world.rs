@@ -56,6 +56,8 @@ pub(super) struct Member {
     /// Inputs that reached the member while it was frozen.
     pub(super) backlog: Vec<Input>,
     generation: u64,
+    /// When the current wake-up is set for.
+    wake_at: Option<Duration>,
     pub(super) view: Option<View>,
     pub(super) resigning: bool,
     pub(super) resigned: bool,
@@ -144,6 +146,7 @@ impl World {
                     partitioned: false,
                     backlog: Vec::new(),
                     generation: 0,
+                    wake_at: None,
                     view: None,
                     resigning: false,
                     resigned: false,
@@ -268,14 +271,19 @@ impl World {
                 return Ok(());
             }
             self.now = next;
-            self.touch_sessions();
             if next_expiry == Some(next) {
+                self.touch_sessions();
                 self.expire_due();
             } else if let Some((_, event)) = self.queue.pop_first() {
                 self.stats.events += 1;
-                if !self.is_stale_wake(&event) {
-                    self.note(|| format!("{event:?}"));
+                self.stats.calm_events += u64::from(self.calm);
+                if self.is_stale_wake(&event) {
+                    // Changes nothing; leases only run out meanwhile.
+                    self.stats.stale_wakes += 1;
+                    continue;
                 }
+                self.note(|| format!("{event:?}"));
+                self.touch_sessions();
                 self.handle(event);
             }
             self.check_promise()?;
@@ -299,6 +307,9 @@ impl World {
         match event {
             Event::Wake { member, generation } => {
                 let m = &mut self.members[member];
+                if generation == m.generation {
+                    m.wake_at = None; // a frozen member is woken again at its thaw
+                }
                 if generation == m.generation && !m.frozen {
                     let now = self.local_now(member);
                     self.members[member].core.handle_timeout(now);
@@ -340,11 +351,18 @@ impl World {
     }
 
     pub(super) fn wake(&mut self, member: usize) {
+        let at = self.members[member]
+            .core
+            .poll_timeout()
+            .map(|at| self.global_time(member, at).max(self.now));
         let m = &mut self.members[member];
+        if at.is_some() && at == m.wake_at {
+            return; // already set for then
+        }
         m.generation += 1;
+        m.wake_at = at;
         let generation = m.generation;
-        if let Some(at) = m.core.poll_timeout() {
-            let at = self.global_time(member, at).max(self.now);
+        if let Some(at) = at {
             self.schedule_at(at, Event::Wake { member, generation });
         }
     }
