@@ -8,8 +8,10 @@
 //! run, and [`report`] prints the last events of that replay.
 
 mod backend;
+mod checks;
 mod faults;
 mod model;
+mod server;
 mod world;
 
 #[cfg(test)]

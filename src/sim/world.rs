@@ -97,7 +97,7 @@ pub(super) struct World {
     pub(super) stale: Option<Stale>,
     pub(super) stats: Stats,
     trace: Option<VecDeque<String>>,
-    violation: Option<Violation>,
+    pub(super) violation: Option<Violation>,
 }
 
 /// Lines of trace kept for a failure report (env `ZK_MASTER_SIM_TRACE`).
@@ -199,59 +199,6 @@ impl World {
         }
         self.check_liveness(faults_end)?;
         self.check_cleanliness()
-    }
-
-    /// Once faults stop, the right number of members must be master within
-    /// three session timeouts plus 5 s, and stay so for 2 s.
-    fn check_liveness(&mut self, faults_end: Duration) -> Result<(), Violation> {
-        let settle = self.session_timeout * 3 + Duration::from_secs(5);
-        let mut at = faults_end + settle;
-        while at <= faults_end + settle + Duration::from_secs(2) {
-            self.run_until(at)?;
-            let alive = self.members.iter().filter(|m| !m.resigning).count();
-            let masters = (0..self.members.len())
-                .filter(|&m| self.is_master(m))
-                .count();
-            if masters != alive.min(self.masters) {
-                self.note_state();
-                return Err(Violation::Liveness { at, masters, alive });
-            }
-            at += Duration::from_millis(250);
-        }
-        Ok(())
-    }
-
-    /// Everyone resigns; once every Resigned is seen and the closes are
-    /// applied, no ephemeral node may be left.
-    fn check_cleanliness(&mut self) -> Result<(), Violation> {
-        for m in 0..self.members.len() {
-            if !self.members[m].resigning {
-                self.members[m].resigning = true;
-                self.feed(m, Input::Resign);
-            }
-        }
-        let deadline = self.now + Duration::from_secs(5);
-        while self.now < deadline && self.members.iter().any(|m| !m.resigned) {
-            let step = self.now + Duration::from_millis(10);
-            self.run_until(step)?;
-        }
-        if let Some(member) = self.members.iter().position(|m| !m.resigned) {
-            return Err(Violation::ResignHung { member });
-        }
-        // Closes travel like any message: let them all arrive.
-        let settled = self.now + self.mix.slow + Duration::from_millis(100);
-        self.run_until(settled)?;
-        let left: Vec<String> = self
-            .tree
-            .ephemerals()
-            .into_iter()
-            .map(|(path, owner)| format!("{path} (session {owner:#x})"))
-            .collect();
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(Violation::Cleanliness { left })
-        }
     }
 
     /// Runs events and expiries up to `end`, checking the promise after each.
@@ -404,7 +351,7 @@ impl World {
     }
 
     /// The first simulated time at which the member's clock reads `at`.
-    fn global_time(&self, member: usize, at: Instant) -> Duration {
+    pub(super) fn global_time(&self, member: usize, at: Instant) -> Duration {
         let local = at.saturating_duration_since(self.base);
         let ppm = 1_000_000 + self.members[member].ppm;
         let mut t = Duration::from_nanos((local.as_nanos() * 1_000_000 / ppm as u128) as u64);
@@ -420,31 +367,6 @@ impl World {
             .is_master_at(self.local_now(member))
     }
 
-    fn check_promise(&mut self) -> Result<(), Violation> {
-        let masters: Vec<usize> = (0..self.members.len())
-            .filter(|&m| self.is_master(m))
-            .collect();
-        if masters.len() <= self.masters {
-            return Ok(());
-        }
-        let overlap = masters
-            .iter()
-            .filter_map(|&m| {
-                let end = self.members[m].view.as_ref()?.lease_until?;
-                Some(self.global_time(m, end).saturating_sub(self.now))
-            })
-            .min()
-            .unwrap_or_default();
-        let violation = Violation::Promise {
-            at: self.now,
-            masters,
-            overlap,
-        };
-        self.note(|| format!("VIOLATION {violation:?}"));
-        self.violation = Some(violation.clone());
-        Err(violation)
-    }
-
     /// Adds a line to the trace, if tracing.
     pub(super) fn note(&mut self, line: impl FnOnce() -> String) {
         let now = self.now;
@@ -454,37 +376,6 @@ impl World {
             }
             trace.push_back(format!("{:>10.4}s {}", now.as_secs_f64(), line()));
         }
-    }
-
-    /// Adds what each member sees, and the tree, to the trace.
-    fn note_state(&mut self) {
-        for m in 0..self.members.len() {
-            let member = &self.members[m];
-            let line = match &member.view {
-                Some(v) => format!(
-                    "STATE m{m}: {:?} node {:?} {:?} members {:?} frozen {} partitioned {} resigning {}",
-                    v.role,
-                    v.member,
-                    v.connection,
-                    v.members.iter().map(|x| x.name().to_owned()).collect::<Vec<_>>(),
-                    member.frozen,
-                    member.partitioned,
-                    member.resigning,
-                ),
-                None => format!("STATE m{m}: no view"),
-            };
-            self.note(|| line);
-        }
-        let group = self.tree.children(&self.group);
-        let claims = self.tree.children(&self.claims_dir);
-        let sessions: Vec<String> = self
-            .sessions
-            .iter()
-            .map(|(id, s)| format!("{id:#x}:{}", key_text(s.client())))
-            .collect();
-        self.note(|| {
-            format!("STATE tree: group {group:?} claims {claims:?} sessions {sessions:?}")
-        });
     }
 
     pub(super) fn trace_lines(&self) -> Vec<String> {
