@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// The longest overlap measured; a longer one is reported as this.
+const OVERLAP_CAP: Duration = Duration::from_secs(60);
+
 use super::world::{key_text, World};
 use super::Violation;
 use crate::core::Input;
@@ -65,25 +68,42 @@ impl World {
         let masters: Vec<usize> = (0..self.members.len())
             .filter(|&m| self.is_master(m))
             .collect();
-        if masters.len() <= self.masters {
-            return Ok(());
+        let too_many = masters.len() > self.masters;
+        match self.overlap.take() {
+            None if too_many => {
+                self.note(|| format!("VIOLATION: masters {masters:?}"));
+                self.overlap = Some((self.now, masters));
+                Ok(())
+            }
+            None => Ok(()),
+            // The run goes on until the overlap ends, to measure it.
+            Some((at, first)) if too_many && self.now < at + OVERLAP_CAP => {
+                self.overlap = Some((at, first));
+                Ok(())
+            }
+            Some((at, masters)) => {
+                let violation = Violation::Promise {
+                    at,
+                    masters,
+                    overlap: self.now - at,
+                };
+                self.note(|| format!("VIOLATION ends: {violation:?}"));
+                Err(violation)
+            }
         }
-        let overlap = masters
-            .iter()
-            .filter_map(|&m| {
+    }
+
+    /// While more than `masters` are master: when the next of their leases
+    /// ends, to end the overlap exactly.
+    pub(super) fn next_lease_end(&self) -> Option<Duration> {
+        self.overlap.as_ref()?;
+        (0..self.members.len())
+            .filter(|&m| self.is_master(m))
+            .filter_map(|m| {
                 let end = self.members[m].view.as_ref()?.lease_until?;
-                Some(self.global_time(m, end).saturating_sub(self.now))
+                Some(self.global_time(m, end))
             })
             .min()
-            .unwrap_or_default();
-        let violation = Violation::Promise {
-            at: self.now,
-            masters,
-            overlap,
-        };
-        self.note(|| format!("VIOLATION {violation:?}"));
-        self.violation = Some(violation.clone());
-        Err(violation)
     }
 
     /// Adds what each member sees, and the tree, to the trace.

@@ -62,8 +62,7 @@ pub(super) enum Violation {
     Promise {
         at: Duration,
         masters: Vec<usize>,
-        /// How long the overlap lasts at most: until the first of the
-        /// leases involved ends.
+        /// How long more than `masters` members stayed master.
         overlap: Duration,
     },
     /// Faults had stopped long enough, yet the wrong number were master.

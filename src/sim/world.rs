@@ -97,7 +97,8 @@ pub(super) struct World {
     pub(super) stale: Option<Stale>,
     pub(super) stats: Stats,
     trace: Option<VecDeque<String>>,
-    pub(super) violation: Option<Violation>,
+    /// Since when, and which, more than `masters` members are master.
+    pub(super) overlap: Option<(Duration, Vec<usize>)>,
 }
 
 /// Lines of trace kept for a failure report (env `ZK_MASTER_SIM_TRACE`).
@@ -177,7 +178,7 @@ impl World {
             stale: None,
             stats: Stats::default(),
             trace: trace.then(VecDeque::new),
-            violation: None,
+            overlap: None,
             mix,
         }
     }
@@ -193,6 +194,9 @@ impl World {
         self.schedule(first, Event::Fault(Fault::Pick));
         let faults_end = self.mix.fault_window;
         self.run_until(faults_end)?;
+        if self.overlap.is_some() {
+            self.run_until(faults_end + Duration::from_secs(120))?;
+        }
         self.calm = true;
         if self.mix.promise_only {
             return Ok(());
@@ -206,19 +210,20 @@ impl World {
         loop {
             let next_event = self.queue.keys().next().map(|(t, _)| *t);
             let next_expiry = self.next_expiry();
-            let next = match (next_event, next_expiry) {
-                (Some(e), Some(x)) => e.min(x),
-                (e, x) => match e.or(x) {
-                    Some(t) => t,
-                    None => end + Duration::from_nanos(1),
-                },
-            };
+            let lease_end = self.next_lease_end();
+            let next = [next_event, next_expiry, lease_end]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(end + Duration::from_nanos(1));
             if next > end {
                 self.now = self.now.max(end);
                 return Ok(());
             }
             self.now = next;
-            if next_expiry == Some(next) {
+            if lease_end == Some(next) {
+                // Only a lease ran out.
+            } else if next_expiry == Some(next) {
                 self.touch_sessions();
                 self.expire_due();
             } else if let Some((_, event)) = self.queue.pop_first() {
