@@ -190,6 +190,7 @@ impl Core {
                 }
                 self.finish_reading(now);
             }
+            Err(Failure::NoNode) if !self.read_is_fresh() => {} // our node is newer
             Err(Failure::NoNode) => {
                 log::warn!("group {} was deleted", self.settings.group);
                 self.group.refresh = Refresh::Idle;

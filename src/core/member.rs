@@ -311,7 +311,14 @@ impl Core {
             return;
         }
         match result {
-            Ok(_) | Err(Failure::NodeExists) => self.set_claim(Claim::Held),
+            Ok(_) | Err(Failure::NodeExists) => {
+                self.set_claim(Claim::Held);
+                // Only a read sent from now on may give a rank: one sent
+                // before may show our node though it was deleted before the
+                // claim existed, when a successor could see neither.
+                self.group.epoch += 1;
+                self.group.stale = true;
+            }
             Err(Failure::NoNode) => {
                 let dir = self.claims_dir();
                 self.ensure_path(&dir, AfterEnsure::CreateClaim, now);

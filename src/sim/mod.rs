@@ -144,7 +144,7 @@ fn run(seed: u64, mix: &Mix, trace: bool) -> Result<Stats, Failed> {
 /// Replays a failed seed with tracing on, and describes it.
 fn report(seed: u64, mix: &Mix) -> String {
     match run(seed, mix, true) {
-        Ok(_) => format!("seed {seed}: passed on replay (not deterministic?)"),
+        Ok(_) => format!("seed {seed}: passed"),
         Err(failed) => {
             let mut text = format!("seed {seed} failed: {:?}\nlast events:\n", failed.violation);
             for line in &failed.trace {
