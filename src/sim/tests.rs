@@ -111,7 +111,7 @@ fn catches_lease_from_receive() {
     // A slow answer to a renewal, and the link dies right behind it: the
     // lease counted from the answer outlives the session.
     let mix = Mix {
-        cut_after_renewal: 0.1,
+        cut_after_renewal: 0.3,
         slow_replies_only: true,
         slow_chance: 0.3,
         slow: Duration::from_millis(900),
