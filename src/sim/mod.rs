@@ -104,7 +104,7 @@ pub(super) struct Stats {
     pub(super) calm_events: u64,
     /// Wake-ups that found a newer one set meanwhile.
     pub(super) stale_wakes: u64,
-    pub(super) promotions: u64,
+    pub(super) master_views: u64,
     pub(super) expiries: u64,
     pub(super) faults: u64,
 }
@@ -114,7 +114,7 @@ impl Stats {
         self.events += other.events;
         self.calm_events += other.calm_events;
         self.stale_wakes += other.stale_wakes;
-        self.promotions += other.promotions;
+        self.master_views += other.master_views;
         self.expiries += other.expiries;
         self.faults += other.faults;
     }

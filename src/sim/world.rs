@@ -335,7 +335,7 @@ impl World {
             Command::Close { session } => self.close((member, session)),
             Command::Publish(view) => {
                 if view.role == crate::role::Role::Master {
-                    self.stats.promotions += 1;
+                    self.stats.master_views += 1;
                 }
                 self.members[member].view = Some(view);
             }
