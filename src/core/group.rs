@@ -15,8 +15,8 @@ pub(super) struct Group {
     pub(super) stale: bool,
     /// Member names in election order, as of the last completed read.
     order: Vec<String>,
-    /// Each child's data and owner, once read; `None` for a persistent
-    /// node, which is never a member.
+    /// Each child's data, owner and czxid, as of the last read; `None` for a
+    /// persistent node, which is never a member.
     data: HashMap<String, Option<(Vec<u8>, i64, i64)>>,
     /// A claim names a member node that is gone: no promotion until it goes.
     blocked: bool,
@@ -75,14 +75,6 @@ impl Group {
     pub(super) fn watcher_connected(&mut self) {
         self.stale = true;
         self.own_watch = OwnWatch::None;
-        // The group may have been deleted and its names given out again
-        // meanwhile: what was read of a name may be of another node now.
-        self.data.clear();
-    }
-
-    /// The group was deleted: names will be given out again.
-    pub(super) fn deleted(&mut self) {
-        self.data.clear();
     }
 
     fn position(&self, name: &str) -> Option<usize> {
@@ -195,6 +187,7 @@ impl Core {
                 }
                 self.finish_reading(now);
             }
+            Err(Failure::NoNode) if !self.read_is_fresh() => {} // our node is newer
             Err(Failure::NoNode) => {
                 log::warn!("group {} was deleted", self.settings.group);
                 self.group.refresh = Refresh::Idle;

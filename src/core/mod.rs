@@ -532,9 +532,6 @@ impl Core {
             return self.step_down_from_deleted_node(now);
         }
         if self.watcher.id() == Some(session) {
-            if kind == WatchKind::Deleted && path == self.settings.group {
-                self.group.deleted();
-            }
             self.on_watched_change(path);
         }
     }

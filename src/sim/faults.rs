@@ -119,7 +119,7 @@ impl Mix {
     pub(super) fn standard() -> Mix {
         Mix {
             mutant: Mutant::None,
-            fault_window: Duration::from_secs(12),
+            fault_window: Duration::from_secs(10),
             fault_gap: Duration::from_millis(900),
             drop: 6,
             partition: 4,

@@ -50,9 +50,22 @@ fn schedules() -> u64 {
         .unwrap_or(10_000)
 }
 
+/// A duration in milliseconds from the environment.
+fn env_millis(name: &str) -> Option<Duration> {
+    let millis = std::env::var(name).ok()?.parse().ok()?;
+    Some(Duration::from_millis(millis))
+}
+
+/// The standard mix; `ZK_MASTER_SIM_WINDOW_MS` and `ZK_MASTER_SIM_GAP_MS`
+/// change how long faults last and how often they come.
 #[test]
 fn many_schedules() {
-    let mix = Mix::standard();
+    let standard = Mix::standard();
+    let mix = Mix {
+        fault_window: env_millis("ZK_MASTER_SIM_WINDOW_MS").unwrap_or(standard.fault_window),
+        fault_gap: env_millis("ZK_MASTER_SIM_GAP_MS").unwrap_or(standard.fault_gap),
+        ..standard
+    };
     let count = schedules();
     let started = Instant::now();
     let (failed, stats) = run_seeds(0, count, &mix);

@@ -56,6 +56,8 @@ pub(super) struct Member {
     /// Inputs that reached the member while it was frozen.
     pub(super) backlog: Vec<Input>,
     generation: u64,
+    /// When the current wake-up is set for.
+    wake_at: Option<Duration>,
     pub(super) view: Option<View>,
     pub(super) resigning: bool,
     pub(super) resigned: bool,
@@ -95,7 +97,8 @@ pub(super) struct World {
     pub(super) stale: Option<Stale>,
     pub(super) stats: Stats,
     trace: Option<VecDeque<String>>,
-    violation: Option<Violation>,
+    /// Since when, and which, more than `masters` members are master.
+    pub(super) overlap: Option<(Duration, Vec<usize>)>,
 }
 
 /// Lines of trace kept for a failure report (env `ZK_MASTER_SIM_TRACE`).
@@ -139,6 +142,7 @@ impl World {
                     partitioned: false,
                     backlog: Vec::new(),
                     generation: 0,
+                    wake_at: None,
                     view: None,
                     resigning: false,
                     resigned: false,
@@ -169,7 +173,7 @@ impl World {
             stale: None,
             stats: Stats::default(),
             trace: trace.then(VecDeque::new),
-            violation: None,
+            overlap: None,
             mix,
         }
     }
@@ -185,6 +189,9 @@ impl World {
         self.schedule(first, Event::Fault(Fault::Pick));
         let faults_end = self.mix.fault_window;
         self.run_until(faults_end)?;
+        if self.overlap.is_some() {
+            self.run_until(faults_end + Duration::from_secs(120))?;
+        }
         self.calm = true;
         if self.mix.promise_only {
             return Ok(());
@@ -193,84 +200,37 @@ impl World {
         self.check_cleanliness()
     }
 
-    /// Once faults stop, the right number of members must be master within
-    /// three session timeouts plus 5 s, and stay so for 2 s.
-    fn check_liveness(&mut self, faults_end: Duration) -> Result<(), Violation> {
-        let settle = self.session_timeout * 3 + Duration::from_secs(5);
-        let mut at = faults_end + settle;
-        while at <= faults_end + settle + Duration::from_secs(2) {
-            self.run_until(at)?;
-            let alive = self.members.iter().filter(|m| !m.resigning).count();
-            let masters = (0..self.members.len())
-                .filter(|&m| self.is_master(m))
-                .count();
-            if masters != alive.min(self.masters) {
-                self.note_state();
-                return Err(Violation::Liveness { at, masters, alive });
-            }
-            at += Duration::from_millis(250);
-        }
-        Ok(())
-    }
-
-    /// Everyone resigns; once every Resigned is seen and the closes are
-    /// applied, no ephemeral node may be left.
-    fn check_cleanliness(&mut self) -> Result<(), Violation> {
-        for m in 0..self.members.len() {
-            if !self.members[m].resigning {
-                self.members[m].resigning = true;
-                self.feed(m, Input::Resign);
-            }
-        }
-        let deadline = self.now + Duration::from_secs(5);
-        while self.now < deadline && self.members.iter().any(|m| !m.resigned) {
-            let step = self.now + Duration::from_millis(10);
-            self.run_until(step)?;
-        }
-        if let Some(member) = self.members.iter().position(|m| !m.resigned) {
-            return Err(Violation::ResignHung { member });
-        }
-        // Closes travel like any message: let them all arrive.
-        let settled = self.now + self.mix.slow + Duration::from_millis(100);
-        self.run_until(settled)?;
-        let left: Vec<String> = self
-            .tree
-            .ephemerals()
-            .into_iter()
-            .map(|(path, owner)| format!("{path} (session {owner:#x})"))
-            .collect();
-        if left.is_empty() {
-            Ok(())
-        } else {
-            Err(Violation::Cleanliness { left })
-        }
-    }
-
     /// Runs events and expiries up to `end`, checking the promise after each.
     pub(super) fn run_until(&mut self, end: Duration) -> Result<(), Violation> {
         loop {
             let next_event = self.queue.keys().next().map(|(t, _)| *t);
             let next_expiry = self.next_expiry();
-            let next = match (next_event, next_expiry) {
-                (Some(e), Some(x)) => e.min(x),
-                (e, x) => match e.or(x) {
-                    Some(t) => t,
-                    None => end + Duration::from_nanos(1),
-                },
-            };
+            let lease_end = self.next_lease_end();
+            let next = [next_event, next_expiry, lease_end]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(end + Duration::from_nanos(1));
             if next > end {
                 self.now = self.now.max(end);
                 return Ok(());
             }
             self.now = next;
-            self.touch_sessions();
-            if next_expiry == Some(next) {
+            if lease_end == Some(next) {
+                // Only a lease ran out.
+            } else if next_expiry == Some(next) {
+                self.touch_sessions();
                 self.expire_due();
             } else if let Some((_, event)) = self.queue.pop_first() {
                 self.stats.events += 1;
-                if !self.is_stale_wake(&event) {
-                    self.note(|| format!("{event:?}"));
+                self.stats.calm_events += u64::from(self.calm);
+                if self.is_stale_wake(&event) {
+                    // Changes nothing; leases only run out meanwhile.
+                    self.stats.stale_wakes += 1;
+                    continue;
                 }
+                self.note(|| format!("{event:?}"));
+                self.touch_sessions();
                 self.handle(event);
             }
             self.check_promise()?;
@@ -294,6 +254,9 @@ impl World {
         match event {
             Event::Wake { member, generation } => {
                 let m = &mut self.members[member];
+                if generation == m.generation {
+                    m.wake_at = None; // a frozen member is woken again at its thaw
+                }
                 if generation == m.generation && !m.frozen {
                     let now = self.local_now(member);
                     self.members[member].core.handle_timeout(now);
@@ -335,11 +298,18 @@ impl World {
     }
 
     pub(super) fn wake(&mut self, member: usize) {
+        let at = self.members[member]
+            .core
+            .poll_timeout()
+            .map(|at| self.global_time(member, at).max(self.now));
         let m = &mut self.members[member];
+        if at.is_some() && at == m.wake_at {
+            return; // already set for then
+        }
         m.generation += 1;
+        m.wake_at = at;
         let generation = m.generation;
-        if let Some(at) = m.core.poll_timeout() {
-            let at = self.global_time(member, at).max(self.now);
+        if let Some(at) = at {
             self.schedule_at(at, Event::Wake { member, generation });
         }
     }
@@ -360,7 +330,7 @@ impl World {
             Command::Close { session } => self.close((member, session)),
             Command::Publish(view) => {
                 if view.role == crate::role::Role::Master {
-                    self.stats.promotions += 1;
+                    self.stats.master_views += 1;
                 }
                 self.members[member].view = Some(view);
             }
@@ -381,7 +351,7 @@ impl World {
     }
 
     /// The first simulated time at which the member's clock reads `at`.
-    fn global_time(&self, member: usize, at: Instant) -> Duration {
+    pub(super) fn global_time(&self, member: usize, at: Instant) -> Duration {
         let local = at.saturating_duration_since(self.base);
         let ppm = 1_000_000 + self.members[member].ppm;
         let mut t = Duration::from_nanos((local.as_nanos() * 1_000_000 / ppm as u128) as u64);
@@ -397,31 +367,6 @@ impl World {
             .is_master_at(self.local_now(member))
     }
 
-    fn check_promise(&mut self) -> Result<(), Violation> {
-        let masters: Vec<usize> = (0..self.members.len())
-            .filter(|&m| self.is_master(m))
-            .collect();
-        if masters.len() <= self.masters {
-            return Ok(());
-        }
-        let overlap = masters
-            .iter()
-            .filter_map(|&m| {
-                let end = self.members[m].view.as_ref()?.lease_until?;
-                Some(self.global_time(m, end).saturating_sub(self.now))
-            })
-            .min()
-            .unwrap_or_default();
-        let violation = Violation::Promise {
-            at: self.now,
-            masters,
-            overlap,
-        };
-        self.note(|| format!("VIOLATION {violation:?}"));
-        self.violation = Some(violation.clone());
-        Err(violation)
-    }
-
     /// Adds a line to the trace, if tracing.
     pub(super) fn note(&mut self, line: impl FnOnce() -> String) {
         let now = self.now;
@@ -431,37 +376,6 @@ impl World {
             }
             trace.push_back(format!("{:>10.4}s {}", now.as_secs_f64(), line()));
         }
-    }
-
-    /// Adds what each member sees, and the tree, to the trace.
-    fn note_state(&mut self) {
-        for m in 0..self.members.len() {
-            let member = &self.members[m];
-            let line = match &member.view {
-                Some(v) => format!(
-                    "STATE m{m}: {:?} node {:?} {:?} members {:?} frozen {} partitioned {} resigning {}",
-                    v.role,
-                    v.member,
-                    v.connection,
-                    v.members.iter().map(|x| x.name().to_owned()).collect::<Vec<_>>(),
-                    member.frozen,
-                    member.partitioned,
-                    member.resigning,
-                ),
-                None => format!("STATE m{m}: no view"),
-            };
-            self.note(|| line);
-        }
-        let group = self.tree.children(&self.group);
-        let claims = self.tree.children(&self.claims_dir);
-        let sessions: Vec<String> = self
-            .sessions
-            .iter()
-            .map(|(id, s)| format!("{id:#x}:{}", key_text(s.client())))
-            .collect();
-        self.note(|| {
-            format!("STATE tree: group {group:?} claims {claims:?} sessions {sessions:?}")
-        });
     }
 
     pub(super) fn trace_lines(&self) -> Vec<String> {
