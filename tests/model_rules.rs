@@ -423,7 +423,7 @@ fn missing_and_existing_nodes_give_the_errors_of_the_model() {
 /// session again).
 ///
 /// Session A (a 20 s timeout, on a server that allows it, so that the crate's reconnect loop
-/// outlasts the restart) comes back and finds its node. Session B (2 s) never comes back: the
+/// outlasts the restart) comes back and finds its node. Session B (3 s) never comes back: the
 /// server was down longer than B's timeout, yet B's node is still there after the restart and
 /// goes about one timeout after it. The simulator relies on it for `ServerRestart`.
 #[test]
@@ -433,7 +433,7 @@ fn a_restarted_server_keeps_sessions_and_counts_their_timeouts_afresh() {
         .max_session_timeout(Duration::from_secs(30))
         .start();
     let a_timeout = Duration::from_secs(20);
-    let b_timeout = Duration::from_secs(2);
+    let b_timeout = Duration::from_secs(3);
     let a = raw_client_with_timeout(&server.connect_string(), a_timeout);
     create(&a, "/r", CreateMode::Persistent).unwrap();
     let a_node = create(&a, "/r/a", CreateMode::Ephemeral).unwrap();
