@@ -13,7 +13,8 @@ pub(super) struct Node {
     /// The session that owns it; 0 for a persistent node.
     pub(super) owner: i64,
     pub(super) czxid: i64,
-    /// The next sequence number for a sequential child.
+    /// The next sequence number for a sequential child: the number of
+    /// children created so far (sequential or not; deletions do not count).
     next_sequence: i32,
 }
 
@@ -159,9 +160,10 @@ impl Tree {
         if parent_node.owner != 0 {
             return Err(Failure::Refused("ephemerals cannot have children".into()));
         }
+        // The parent's counter of created children (ZooKeeper's cversion
+        // without the deletions): every child counts, sequential or not.
+        let sequence = parent_node.next_sequence;
         let full = if mode == Mode::EphemeralSequential {
-            let sequence = parent_node.next_sequence;
-            parent_node.next_sequence = sequence.wrapping_add(1);
             format!("{path}{sequence:010}")
         } else {
             path.to_owned()
@@ -169,6 +171,8 @@ impl Tree {
         if self.nodes.contains_key(&full) {
             return Err(Failure::NodeExists);
         }
+        let parent_node = self.nodes.get_mut(&parent_path).expect("checked");
+        parent_node.next_sequence = sequence.wrapping_add(1);
         self.zxid += 1;
         let owner = if mode == Mode::Persistent { 0 } else { session };
         let node = Node {
@@ -304,5 +308,22 @@ mod tests {
                 kind: WatchKind::Deleted
             }]
         );
+    }
+
+    /// As tests/model_rules.rs checks against a real server: every child
+    /// created counts, a deletion does not, and a new parent starts at 0.
+    #[test]
+    fn the_sequence_counts_every_child_created_under_the_parent() {
+        let mut tree = Tree::new();
+        create(&mut tree, 7, "/g", Mode::Persistent).unwrap();
+        let seq = |tree: &mut Tree| create(tree, 7, "/g/m", Mode::EphemeralSequential).unwrap();
+        assert_eq!(seq(&mut tree), Answer::Created("/g/m0000000000".into()));
+        create(&mut tree, 7, "/g/plain", Mode::Persistent).unwrap();
+        assert_eq!(seq(&mut tree), Answer::Created("/g/m0000000002".into()));
+        tree.delete("/g/plain", &mut Vec::new()).unwrap();
+        assert_eq!(seq(&mut tree), Answer::Created("/g/m0000000003".into()));
+        tree.delete_all("/g", &mut Vec::new());
+        create(&mut tree, 7, "/g", Mode::Persistent).unwrap();
+        assert_eq!(seq(&mut tree), Answer::Created("/g/m0000000000".into()));
     }
 }
