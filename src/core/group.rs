@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use super::{Answer, Command, Core, Failure, Op, Phase, Purpose, SessionId, Slot, Why};
+use super::{Answer, Command, Core, Failure, Op, Phase, Purpose, SessionId, Slot, SlotDue, Why};
 use crate::member::{in_election_order, sequence_of, Member};
 use crate::role::Role;
 
@@ -86,18 +86,18 @@ impl Core {
     /// Opens the watcher session when due, reads the group when stale, and
     /// keeps a deletion watch on our node.
     pub(super) fn step_watcher(&mut self, now: Instant) {
-        match &self.watcher {
-            Slot::Idle { retry_at } if now >= *retry_at => {
+        match self.slot_due(&self.watcher, now) {
+            Some(SlotDue::Open) => {
                 self.watcher = self.open(Purpose::Watcher, now);
                 return;
             }
-            Slot::Opening { since, .. } if now >= self.open_deadline(*since) => {
+            Some(SlotDue::OpenTimedOut) => {
                 return self.lose_watcher("no session was established in time", now);
             }
-            Slot::Open(s) if s.conn.is_none() && now >= self.suspend_deadline(s.since) => {
+            Some(SlotDue::Suspended) => {
                 return self.lose_watcher("disconnected for two session timeouts", now);
             }
-            _ => {}
+            None => {}
         }
         let Some((session, conn)) = self.watcher.connected() else {
             return;
@@ -143,7 +143,7 @@ impl Core {
         self.group.refresh = Refresh::Idle;
         self.group.stale = true;
         self.group.own_watch = OwnWatch::None;
-        self.note_failure(why, now);
+        self.note_failure(why);
     }
 
     /// A watch fired on `path` in the watcher session.

@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use super::{AfterEnsure, Answer, Command, Core, Failure, Mode, Op, Phase, Purpose, Slot, Why};
+use super::{
+    AfterEnsure, Answer, Command, Core, Failure, Mode, Op, Phase, Purpose, Slot, SlotDue, Why,
+};
 use crate::error::Error;
 
 /// This member's node in the current member session.
@@ -76,22 +78,23 @@ impl Core {
 
     /// Opens the member session when due, and sends what the node needs.
     pub(super) fn step_member(&mut self, now: Instant) {
-        match &self.member {
-            Slot::Idle { retry_at } if now >= *retry_at => {
+        match self.slot_due(&self.member, now) {
+            Some(SlotDue::Open) => {
                 self.member = self.open(Purpose::Member, now);
                 self.opened_at = now;
                 return;
             }
-            Slot::Opening { id, since } if now >= self.open_deadline(*since) => {
-                let id = *id;
-                self.commands.push_back(Command::Close { session: id });
+            Some(SlotDue::OpenTimedOut) => {
+                if let Some(session) = self.member.id() {
+                    self.commands.push_back(Command::Close { session });
+                }
                 self.member = Slot::Idle { retry_at: now };
-                return self.note_failure("no session was established in time", now);
+                return self.note_failure("no session was established in time");
             }
-            Slot::Open(s) if s.conn.is_none() && now >= self.suspend_deadline(s.since) => {
+            Some(SlotDue::Suspended) => {
                 return self.lose_member("disconnected for two session timeouts", now);
             }
-            _ => {}
+            None => {}
         }
         let Some((session, conn)) = self.member.connected() else {
             return;
@@ -408,7 +411,7 @@ impl Core {
             Failure::Interrupted(why) => {
                 // The connection is dropping; the backend says what comes next.
                 log::debug!("{op} {path} interrupted: {why}");
-                self.note_failure(&format!("{op} {path}: {why}"), now);
+                self.note_failure(&format!("{op} {path}: {why}"));
             }
             Failure::Denied(reason) => {
                 let error = Error::AccessDenied {
@@ -435,7 +438,7 @@ impl Core {
     }
 
     /// Remembers why joining has not worked yet, for the join's error.
-    pub(super) fn note_failure(&mut self, why: &str, _now: Instant) {
+    pub(super) fn note_failure(&mut self, why: &str) {
         if let Phase::Joining { last, .. } = &mut self.phase {
             *last = why.to_owned();
         }
@@ -445,7 +448,7 @@ impl Core {
     /// pause. Its nodes go when the session ends, or from the next session.
     pub(super) fn lose_member(&mut self, why: &str, now: Instant) {
         log::warn!("{why}: stepping down and joining again with a new session");
-        self.note_failure(why, now);
+        self.note_failure(why);
         if let Some(session) = self.member.id() {
             self.commands.push_back(Command::Close { session });
             self.pending.retain(|_, p| p.session != session);

@@ -46,7 +46,7 @@ use crate::role::{Connection, Role, RoleChange};
 use group::Group;
 use lease::{default_margin, Base};
 use member::Node;
-use sessions::Slot;
+use sessions::{Slot, SlotDue};
 
 /// First wait before opening a session again; doubles up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -341,12 +341,7 @@ impl Core {
         }
         if !matches!(self.phase, Phase::Resigning { .. }) {
             for slot in [&self.member, &self.watcher] {
-                match slot {
-                    Slot::Idle { retry_at } => wake.push(*retry_at),
-                    Slot::Opening { since, .. } => wake.push(self.open_deadline(*since)),
-                    Slot::Open(s) if s.conn.is_none() => wake.push(self.suspend_deadline(s.since)),
-                    Slot::Open(_) => {}
-                }
+                wake.extend(self.slot_timer(slot).map(|(at, _)| at));
             }
             if self.member.connected().is_some() {
                 if self.renewal_due_soon() {

@@ -54,7 +54,39 @@ impl Slot {
     }
 }
 
+/// What a slot's timers ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SlotDue {
+    /// Idle, and its pause is over: open a session.
+    Open,
+    /// Asked for a session that never came.
+    OpenTimedOut,
+    /// Disconnected for too long: give the session up.
+    Suspended,
+}
+
 impl Core {
+    /// When `slot`'s timers next ask for something, and what.
+    pub(super) fn slot_timer(&self, slot: &Slot) -> Option<(Instant, SlotDue)> {
+        match slot {
+            Slot::Idle { retry_at } => Some((*retry_at, SlotDue::Open)),
+            Slot::Opening { since, .. } => {
+                Some((self.open_deadline(*since), SlotDue::OpenTimedOut))
+            }
+            Slot::Open(s) if s.conn.is_none() => {
+                Some((self.suspend_deadline(s.since), SlotDue::Suspended))
+            }
+            Slot::Open(_) => None,
+        }
+    }
+
+    /// What `slot`'s timers ask for at `now`, if anything.
+    pub(super) fn slot_due(&self, slot: &Slot, now: Instant) -> Option<SlotDue> {
+        self.slot_timer(slot)
+            .filter(|(at, _)| now >= *at)
+            .map(|(_, due)| due)
+    }
+
     pub(super) fn open(&mut self, purpose: Purpose, now: Instant) -> Slot {
         let id = SessionId(self.next_id());
         self.commands.push_back(Command::Open {
