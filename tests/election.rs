@@ -9,21 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{raw_client, wait_for, ZkServer};
+use common::{member_config as config, raw_client, wait_for, ZkServer, SESSION, SOON};
 use zk_master::{Config, Election, Error, Role, RoleChange};
 use zookeeper::{Acl, CreateMode, ZooKeeper};
-
-/// Session timeout for most tests: expiry takes about this long.
-const SESSION: Duration = Duration::from_millis(2000);
-/// Bound for waits on something that should happen promptly.
-const SOON: Duration = Duration::from_secs(10);
-
-fn config(server: &ZkServer, group: &str) -> Config {
-    Config::new(server.connect_string())
-        .group(group)
-        .session_timeout(SESSION)
-        .connect_timeout(Duration::from_secs(10))
-}
 
 fn join(config: Config) -> Election {
     Election::join(config).expect("join")

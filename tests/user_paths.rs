@@ -9,18 +9,8 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::ZkServer;
-use zk_master::{Config, Connection, Election, Role, RoleChange, Subscription};
-
-const SESSION: Duration = Duration::from_millis(2000);
-const SOON: Duration = Duration::from_secs(10);
-
-fn config(server: &ZkServer, group: &str) -> Config {
-    Config::new(server.connect_string())
-        .group(group)
-        .session_timeout(SESSION)
-        .connect_timeout(SOON)
-}
+use common::{member_config as config, ZkServer, SOON};
+use zk_master::{Connection, Election, Role, RoleChange, Subscription};
 
 /// Receives changes until one matches, within `SOON`.
 fn until(changes: &Subscription, what: &str, f: impl Fn(&RoleChange) -> bool) {

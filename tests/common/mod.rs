@@ -57,6 +57,21 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// Session timeout that [`raw_client`] asks for (servers clamp it, to 4 s by default).
 pub const RAW_CLIENT_SESSION_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// Session timeout of most tests' members: expiry takes about this long.
+pub const SESSION: Duration = Duration::from_millis(2000);
+
+/// Bound for waits on something that should happen promptly.
+pub const SOON: Duration = Duration::from_secs(10);
+
+/// The usual member configuration of a test: `server`, `group`, [`SESSION`],
+/// and [`SOON`] to connect.
+pub fn member_config(server: &ZkServer, group: &str) -> zk_master::Config {
+    zk_master::Config::new(server.connect_string())
+        .group(group)
+        .session_timeout(SESSION)
+        .connect_timeout(SOON)
+}
+
 const POLL: Duration = Duration::from_millis(50);
 const START_ATTEMPTS: usize = 3;
 const JAR_DIR: &str = "/usr/share/java";
