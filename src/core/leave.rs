@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::member::{claim_name, Node};
-use super::{later, Answer, Command, Core, Failure, Op, Phase, Slot, Why};
+use super::{later, Answer, Command, Core, Failure, Phase, Slot, Why};
 use crate::error::Error;
 
 /// Longest a resign waits for its deletions before it closes the session.
@@ -44,15 +44,7 @@ impl Core {
             paths.push(own.path);
         }
         paths.extend(self.strays.iter().cloned());
-        for path in paths {
-            self.send(
-                session,
-                conn,
-                Op::Delete { path: path.clone() },
-                Why::Leave { path },
-                now,
-            );
-        }
+        self.send_deletes(session, conn, paths, |path| Why::Leave { path }, now);
     }
 
     pub(super) fn on_left(&mut self, path: &str, result: Result<Answer, Failure>, _now: Instant) {

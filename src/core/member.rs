@@ -124,15 +124,8 @@ impl Core {
             }
         }
         if !self.strays.is_empty() && !self.deleting_strays() && now >= self.strays_retry_at {
-            for path in self.strays.clone() {
-                self.send(
-                    session,
-                    conn,
-                    Op::Delete { path: path.clone() },
-                    Why::DeleteStray { path },
-                    now,
-                );
-            }
+            let paths = self.strays.clone();
+            self.send_deletes(session, conn, paths, |path| Why::DeleteStray { path }, now);
         }
         if self.renewal_due_soon() && now >= self.renew_at {
             if let Some(path) = self.node.path().map(str::to_owned) {

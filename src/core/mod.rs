@@ -440,6 +440,22 @@ impl Core {
         self.pending.clear();
     }
 
+    /// Sends a delete of each of `paths` on a connected session, each
+    /// answered as `why(path)`.
+    fn send_deletes(
+        &mut self,
+        session: SessionId,
+        conn: Conn,
+        paths: Vec<String>,
+        why: fn(String) -> Why,
+        now: Instant,
+    ) {
+        for path in paths {
+            let op = Op::Delete { path: path.clone() };
+            self.send(session, conn, op, why(path), now);
+        }
+    }
+
     /// Sends `op` on a connected session.
     fn send(
         &mut self,
