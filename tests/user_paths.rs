@@ -132,3 +132,22 @@ fn durations_too_large_for_the_clock_saturate() {
     let election = Election::join(config).expect("join with Duration::MAX");
     assert!(election.wait_until_master(Duration::MAX));
 }
+
+/// The first run of the example worker: the group is missing, the worker
+/// creates it, becomes master and exits on SIGTERM. Nothing there is worth a
+/// warning, and a user who sees one learns to ignore them.
+#[test]
+fn a_first_run_in_a_missing_group_logs_no_warning() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let mut worker = common::Worker::spawn(&server.connect_string(), "/first/run", 2000);
+    worker.expect("I've become master!");
+    worker.terminate();
+    assert_eq!(worker.wait_exit(), Some(0));
+    let log = worker.log_after_exit();
+    let noisy: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(noisy.is_empty(), "warnings on a clean run: {noisy:#?}");
+}

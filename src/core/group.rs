@@ -189,7 +189,12 @@ impl Core {
             }
             Err(Failure::NoNode) if !self.read_is_fresh() => {} // our node is newer
             Err(Failure::NoNode) => {
-                log::warn!("group {} was deleted", self.settings.group);
+                if self.node.own().is_some() {
+                    log::warn!("group {} was deleted", self.settings.group);
+                } else {
+                    // Before our first node: the group is created with it.
+                    log::debug!("group {} does not exist yet", self.settings.group);
+                }
                 self.group.refresh = Refresh::Idle;
                 self.group.data.clear();
                 self.apply_order(Vec::new(), false);

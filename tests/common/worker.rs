@@ -42,6 +42,18 @@ impl LogLines {
         }
     }
 
+    /// Every line written, once the pipe closes (at most 20 s from now).
+    pub fn all(&mut self) -> Vec<String> {
+        let deadline = Instant::now() + LINE_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => return self.seen.clone(),
+            }
+        }
+    }
+
     /// Waits (at most 20 s) for a line that ends with `text` and returns it.
     pub fn expect(&mut self, text: &str) -> String {
         let deadline = Instant::now() + LINE_TIMEOUT;
@@ -105,6 +117,11 @@ impl Worker {
     /// Waits for a log line that ends with `text` and returns it.
     pub fn expect(&mut self, text: &str) -> String {
         self.log.expect(text)
+    }
+
+    /// Every line of its log so far, once it has exited (at most 20 s from now).
+    pub fn log_after_exit(&mut self) -> Vec<String> {
+        self.log.all()
     }
 
     /// The process id.
