@@ -30,9 +30,37 @@ use std::time::{Duration, Instant};
 
 use zk_master::{Config, Election};
 
-const USAGE: &str = "usage: worker [--connect HOST:PORT[,HOST:PORT...][/CHROOT]] [--group PATH] \
-[--masters N] [--session-timeout-ms MS] [--lease-margin-ms MS] [--auth USER:PASSWORD] [--data TEXT] \
-[--trace-roles FILE]";
+const USAGE: &str = "usage: worker [--connect HOSTS] [--group PATH] [--masters N] \
+[--session-timeout-ms MS] [--lease-margin-ms MS] [--auth USER:PASSWORD] [--data TEXT] \
+[--trace-roles FILE]   (worker --help explains them)";
+
+const HELP: &str = "\
+worker: the zk-master example worker. It joins a group, logs \"I've become master!\" or
+\"[<masters>] is masters, I'm slave\" on every change, and on ctrl-c or SIGTERM deletes its
+node at once so the next member takes over.
+
+Options (each takes a value):
+  --connect HOSTS           ZooKeeper servers, host:port[,host:port...][/chroot]
+                            [default: 127.0.0.1:2181]
+  --group PATH              the group's node; created if missing [default: /Roles/workers]
+  --masters N               how many members are masters at once [default: 1]
+  --session-timeout-ms MS   the session timeout asked of the server; the server may clamp
+                            it to its own bounds [default: 10000]
+  --lease-margin-ms MS      how long before the server could expire the session the worker
+                            stops believing it is master [default: a tenth of the timeout]
+  --auth USER:PASSWORD      digest credentials: only sessions with them may then create or
+                            delete members; anyone may still read the group [default: none]
+  --data TEXT               the member node's data [default: 1]
+  --trace-roles FILE        append every change of is_master() to FILE, stamped with
+                            CLOCK_MONOTONIC nanoseconds (for the fault tests) [default: none]
+  -h, --help                print this help and exit
+
+Environment:
+  RUST_LOG                  log filter of env_logger [default: info,zookeeper=warn];
+                            RUST_LOG=debug shows every session, read and lease renewal
+
+Exit status: 0 after a clean exit (ctrl-c, SIGTERM), 1 when it cannot join, 2 on bad flags.
+";
 
 /// How often the main loop logs a change of the masters (and polls, without a trace).
 const LOG_EVERY: Duration = Duration::from_millis(20);
@@ -45,7 +73,11 @@ fn main() {
     )
     .init();
     let (config, trace_path) = match parse_args(std::env::args().skip(1)) {
-        Ok(parsed) => parsed,
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => {
+            print!("{HELP}");
+            return;
+        }
         Err(message) => {
             eprintln!("{message}\n{USAGE}");
             std::process::exit(2);
@@ -195,30 +227,33 @@ impl RoleTrace {
     }
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(Config, Option<String>), String> {
+/// The configuration and the trace file; `None` for `--help`.
+type Parsed = Option<(Config, Option<String>)>;
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> {
     let (mut connect, mut group, mut masters) =
         ("127.0.0.1:2181".to_owned(), "/Roles/workers".to_owned(), 1);
     let (mut timeout_ms, mut data) = (10_000, b"1".to_vec());
     let (mut trace, mut auth, mut margin_ms) = (None, None, None);
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
-            return Err("zk-master example worker".into());
+            return Ok(None);
         }
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number = || -> Result<u64, String> {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let number = |value: String| -> Result<u64, String> {
             value
                 .parse()
                 .map_err(|_| format!("{flag} takes a whole number, not {value:?}"))
         };
         match flag.as_str() {
-            "--connect" => connect = value.clone(),
-            "--group" => group = value.clone(),
-            "--masters" => masters = number()? as usize,
-            "--session-timeout-ms" => timeout_ms = number()?,
-            "--lease-margin-ms" => margin_ms = Some(number()?),
-            "--auth" => auth = Some(value.clone()),
-            "--data" => data = value.clone().into_bytes(),
-            "--trace-roles" => trace = Some(value.clone()),
+            "--connect" => connect = value()?,
+            "--group" => group = value()?,
+            "--masters" => masters = number(value()?)? as usize,
+            "--session-timeout-ms" => timeout_ms = number(value()?)?,
+            "--lease-margin-ms" => margin_ms = Some(number(value()?)?),
+            "--auth" => auth = Some(value()?),
+            "--data" => data = value()?.into_bytes(),
+            "--trace-roles" => trace = Some(value()?),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -234,5 +269,5 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(Config, Option<
         config = config.lease_margin(Duration::from_millis(ms));
     }
     config.validate().map_err(|e| e.to_string())?;
-    Ok((config, trace))
+    Ok(Some((config, trace)))
 }

@@ -151,3 +151,50 @@ fn a_first_run_in_a_missing_group_logs_no_warning() {
         .collect();
     assert!(noisy.is_empty(), "warnings on a clean run: {noisy:#?}");
 }
+
+/// `worker --help` explains every flag with its default and exits 0; a bad
+/// flag prints the usage on stderr and exits 2.
+#[test]
+fn the_example_worker_explains_its_flags() {
+    let help = std::process::Command::new(common::worker_binary())
+        .arg("--help")
+        .output()
+        .expect("run worker --help");
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--connect",
+        "--group",
+        "--masters",
+        "--session-timeout-ms",
+        "--lease-margin-ms",
+        "--auth",
+        "--data",
+        "--trace-roles",
+        "RUST_LOG",
+    ] {
+        // The flag's line and its continuation lines (indented past the flag column).
+        let block: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(flag))
+            .enumerate()
+            .take_while(|(i, l)| *i == 0 || l.starts_with("                "))
+            .map(|(_, l)| l)
+            .collect();
+        assert!(!block.is_empty(), "--help does not explain {flag}:\n{text}");
+        assert!(
+            block.concat().contains("[default:"),
+            "--help gives no default for {flag}: {block:?}"
+        );
+    }
+    let bad = std::process::Command::new(common::worker_binary())
+        .arg("--bogus")
+        .output()
+        .expect("run worker --bogus");
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("unknown flag --bogus") && err.contains("usage:"),
+        "{err}"
+    );
+}
