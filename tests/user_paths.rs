@@ -198,3 +198,33 @@ fn the_example_worker_explains_its_flags() {
         "{err}"
     );
 }
+
+/// Every change a master is told lists it among the masters, while others
+/// join and leave. (A read of the group in progress once showed the masters
+/// as empty: the example worker logged "I've become master!" on every join.)
+#[test]
+fn a_master_is_always_among_the_masters_it_is_told() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let a = Election::join(config(&server, "/told/masters")).expect("join a");
+    let changes = a.subscribe();
+    let b = Election::join(config(&server, "/told/masters")).expect("join b");
+    let c = Election::join(config(&server, "/told/masters")).expect("join c");
+    b.resign();
+    drop(c);
+    let me = a.member_name().expect("a member name");
+    let mut seen = 0;
+    while let Ok(change) = changes.recv_timeout(Duration::from_millis(500)) {
+        seen += 1;
+        if change.new == Role::Master {
+            let names: Vec<&str> = change.masters.iter().map(|m| m.name()).collect();
+            assert_eq!(
+                names,
+                [me.as_str()],
+                "a master told other masters: {change:?}"
+            );
+        }
+        assert!(seen < 1000, "changes never stop coming");
+    }
+    assert!(seen >= 1, "not even the role at join was told");
+}

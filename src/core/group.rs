@@ -15,6 +15,9 @@ pub(super) struct Group {
     pub(super) stale: bool,
     /// Member names in election order, as of the last completed read.
     order: Vec<String>,
+    /// `order` with each member's data: what callers see. Kept apart from
+    /// `data`, which a read in progress empties and fills again.
+    members: Vec<Member>,
     /// Each child's data, owner and czxid, as of the last read; `None` for a
     /// persistent node, which is never a member.
     data: HashMap<String, Option<(Vec<u8>, i64, i64)>>,
@@ -62,7 +65,13 @@ enum OwnWatch {
 
 impl Group {
     /// Every member in election order, with its data.
+    /// The members as of the last completed read, in election order.
     pub(super) fn members(&self) -> Vec<Member> {
+        self.members.clone()
+    }
+
+    /// The members of `order` with the data read for them.
+    fn members_read(&self) -> Vec<Member> {
         self.order
             .iter()
             .filter_map(|name| {
@@ -321,6 +330,7 @@ impl Core {
     fn apply_order(&mut self, order: Vec<String>, blocked: bool) {
         self.group.order_epoch = self.group.read_epoch;
         self.group.order = order;
+        self.group.members = self.group.members_read();
         self.group.blocked = blocked;
         self.group.refresh = Refresh::Idle;
     }

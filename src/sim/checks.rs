@@ -64,6 +64,25 @@ impl World {
         }
     }
 
+    /// What a member publishes is one consistent view: a master is among
+    /// the masters it lists.
+    pub(super) fn check_views(&mut self) -> Result<(), Violation> {
+        for (member, m) in self.members.iter().enumerate() {
+            let Some(view) = &m.view else { continue };
+            let listed = view
+                .masters
+                .iter()
+                .any(|master| Some(master.name()) == view.member.as_deref());
+            if view.role == crate::role::Role::Master && !listed {
+                return Err(Violation::View {
+                    at: self.now,
+                    member,
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn check_promise(&mut self) -> Result<(), Violation> {
         let masters: Vec<usize> = (0..self.members.len())
             .filter(|&m| self.is_master(m))

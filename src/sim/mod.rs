@@ -90,6 +90,9 @@ pub(super) enum Violation {
         masters: usize,
         alive: usize,
     },
+    /// A member published a view that contradicts itself: master, yet not
+    /// among the masters it lists.
+    View { at: Duration, member: usize },
     /// A member did not finish resigning in time.
     ResignHung { member: usize },
     /// Nodes left behind after everyone resigned and closed.

@@ -234,6 +234,7 @@ impl World {
                 self.handle(event);
             }
             self.check_promise()?;
+            self.check_views()?;
         }
     }
 
