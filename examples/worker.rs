@@ -1,6 +1,7 @@
 //! The original election script, ported and made right: it steps down when it
 //! is no longer among the first N, keeps its watch across reconnects, and on
-//! ctrl-c or SIGTERM deletes its node at once.
+//! ctrl-c or SIGTERM deletes its node at once. It logs from a callback and
+//! sleeps until the next change or signal: no polling, no CPU while idle.
 //!
 //! ```text
 //! cargo run --example worker -- --connect 127.0.0.1:2181 --group /Roles/workers \
@@ -24,11 +25,10 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
-use zk_master::{Config, Election};
+use zk_master::{Config, Election, Role, RoleChange};
 
 const USAGE: &str = "usage: worker [--connect HOSTS] [--group PATH] [--masters N] \
 [--session-timeout-ms MS] [--lease-margin-ms MS] [--auth USER:PASSWORD] [--data TEXT] \
@@ -62,10 +62,16 @@ Environment:
 Exit status: 0 after a clean exit (ctrl-c, SIGTERM), 1 when it cannot join, 2 on bad flags.
 ";
 
-/// How often the main loop logs a change of the masters (and polls, without a trace).
-const LOG_EVERY: Duration = Duration::from_millis(20);
 /// How often the main loop polls `is_master()` with `--trace-roles`.
 const TRACE_EVERY: Duration = Duration::from_millis(1);
+
+/// What wakes the main thread.
+enum Event {
+    /// ctrl-c or SIGTERM.
+    Stop,
+    /// A change of role or of the masters, from the library's callback thread.
+    Change(RoleChange),
+}
 
 fn main() {
     env_logger::Builder::from_env(
@@ -83,9 +89,12 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let on_signal = stop.clone();
-    if let Err(e) = ctrlc::set_handler(move || on_signal.store(true, Ordering::SeqCst)) {
+    // Set before joining: a signal that comes during the join is acted on right after it.
+    let (events, next_event) = mpsc::channel();
+    let on_signal = events.clone();
+    if let Err(e) = ctrlc::set_handler(move || {
+        let _ = on_signal.send(Event::Stop);
+    }) {
         log::error!("cannot handle ctrl-c: {e}");
         std::process::exit(1);
     }
@@ -107,45 +116,33 @@ fn main() {
         "register ok! I'm {}",
         election.member_name().unwrap_or_default()
     );
+    // Told the role held now at once, then every change, in order.
+    election.on_change(move |change| {
+        let _ = events.send(Event::Change(change.clone()));
+    });
 
-    let poll_every = if trace.is_some() {
-        TRACE_EVERY
-    } else {
-        LOG_EVERY
-    };
-    let mut last = None;
-    let mut next_log = Instant::now();
-    while !stop.load(Ordering::SeqCst) {
-        // The one read of the role per turn: the trace records it, the log and the work use it.
-        let master = match trace.as_mut() {
-            Some(trace) => trace.poll(&election),
-            None => election.is_master(),
-        };
-        if Instant::now() >= next_log {
-            next_log = Instant::now() + LOG_EVERY;
-            let masters: Vec<String> = election
-                .masters()
-                .iter()
-                .map(|m| m.name().to_owned())
-                .collect();
-            let seen = (master, masters);
-            if last.as_ref() != Some(&seen) {
-                if seen.0 {
-                    log::info!("I've become master!");
-                } else {
-                    log::info!(
-                        "[{}] is masters, I'm {}",
-                        seen.1.join(", "),
-                        election.role()
-                    );
-                }
-                last = Some(seen);
+    let mut log = ChangeLog::default();
+    match trace.as_mut() {
+        // Asleep until something happens: no polling, no CPU while idle.
+        None => {
+            while let Ok(Event::Change(change)) = next_event.recv() {
+                log.record(&change);
+                // The master's work would start or stop here, on change.new.
             }
         }
-        if master {
-            // The master's work goes here; it runs only while is_master() holds.
-        }
-        std::thread::sleep(poll_every);
+        // The fault tests' mode: every change of is_master() as it happens.
+        Some(trace) => loop {
+            let master = trace.poll(&election);
+            match next_event.try_recv() {
+                Ok(Event::Change(change)) => log.record(&change),
+                Ok(Event::Stop) | Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            if master {
+                // The master's work goes here; it runs only while is_master() holds.
+            }
+            std::thread::sleep(TRACE_EVERY);
+        },
     }
     if let Some(trace) = trace.as_mut() {
         // No read after the loop: the last one that returned true is the last master moment.
@@ -153,6 +150,29 @@ fn main() {
     }
     election.resign();
     log::info!("resigned; my node is deleted");
+}
+
+/// The script's log lines: one for each change of role or of the masters.
+#[derive(Default)]
+struct ChangeLog {
+    last: Option<(bool, Vec<String>)>,
+}
+
+impl ChangeLog {
+    fn record(&mut self, change: &RoleChange) {
+        let master = change.new == Role::Master;
+        let masters: Vec<String> = change.masters.iter().map(|m| m.name().to_owned()).collect();
+        let seen = (master, masters);
+        if self.last.as_ref() == Some(&seen) {
+            return;
+        }
+        if master {
+            log::info!("I've become master!");
+        } else {
+            log::info!("[{}] is masters, I'm {}", seen.1.join(", "), change.new);
+        }
+        self.last = Some(seen);
+    }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the same clock in every process of the machine, unlike the
