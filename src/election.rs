@@ -46,7 +46,8 @@ pub struct Election {
 
 impl Election {
     /// Connects, creates the group path if missing, registers this member and
-    /// learns its first role. Gives up with [`Error::Unreachable`] once the
+    /// learns its first role: when it returns, [`role`](Self::role) is
+    /// `Master` (with its first lease) or `Slave`. Gives up with [`Error::Unreachable`] once the
     /// connect timeout has passed without a server answering; a bad
     /// configuration gives [`Error::InvalidConfig`] before anything is sent.
     ///

@@ -228,3 +228,22 @@ fn a_master_is_always_among_the_masters_it_is_told() {
     }
     assert!(seen >= 1, "not even the role at join was told");
 }
+
+/// `join` returns once the role is known: a member among the first N is
+/// master when it returns, not `Offline` for one more round trip.
+#[test]
+fn join_returns_the_role_it_will_hold() {
+    common::init_logging();
+    let server = ZkServer::start();
+    // A race (the first lease against the group read): a few rounds catch it.
+    for round in 0..5 {
+        let config = config(&server, &format!("/join/role{round}")).masters(2);
+        let first = Election::join(config.clone()).expect("join first");
+        assert_eq!(first.role(), Role::Master);
+        let second = Election::join(config.clone()).expect("join second");
+        assert_eq!(second.role(), Role::Master, "round {round}");
+        assert!(second.is_master());
+        let third = Election::join(config).expect("join third");
+        assert_eq!(third.role(), Role::Slave);
+    }
+}

@@ -393,11 +393,14 @@ impl Core {
         };
     }
 
-    /// Joined once our node and claim are held and a read of the group shows it.
-    pub(super) fn joined(&self) -> bool {
+    /// Joined once our node and claim are held, a read of the group shows
+    /// it, and the role it gives is known: a member among the first N also
+    /// waits for its first lease, so that `join` never returns `Offline`
+    /// one round trip before `Master`.
+    pub(super) fn joined(&self, now: Instant) -> bool {
         self.node.own().is_some_and(|own| {
             own.claim == super::member::Claim::Held && self.group.position(&own.name).is_some()
-        })
+        }) && self.role_at(now) != Role::Offline
     }
 
     /// The role our node, the group and the lease give at `now`.

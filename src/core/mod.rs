@@ -406,7 +406,7 @@ impl Core {
         }
         self.step_member(now);
         self.step_watcher(now);
-        let joined = matches!(self.phase, Phase::Joining { .. }) && self.joined();
+        let joined = matches!(self.phase, Phase::Joining { .. }) && self.joined(now);
         if joined {
             self.backoff = FIRST_BACKOFF;
             self.phase = Phase::Running;
