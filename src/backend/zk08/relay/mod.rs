@@ -1,0 +1,490 @@
+//! A loopback relay between one `zookeeper` crate client and the servers.
+//!
+//! The crate connects to this relay instead of to the servers, which lets us
+//! contain what it gets wrong (../shared/NOTES.md):
+//! - it retries a refused connection in a tight loop, a whole core and an
+//!   error line each time, until its session timeout: here the crate's
+//!   connection always succeeds, and when no server answers the relay hangs
+//!   up after a pause, so the crate retries a few times a second at most;
+//! - it tries hosts in the given order and resolves them once: the relay
+//!   tries them from a random start and resolves them at every attempt;
+//! - it hides the session id and the timeout the server granted, and gets a
+//!   new session silently after an expiry: the relay reads both from every
+//!   connect response that passes through and reports them;
+//! - it never notices a server that stopped answering: [`Relay::cut`] drops
+//!   the connection, so the crate reconnects, to another server if one
+//!   answers, and keeps its session if the ensemble still has it;
+//! - it has no `sync`, and every reply it sees restarts its ping timer:
+//!   [`Relay::request`] sends a `sync` or an `exists` of our own on the
+//!   crate's connection, in the session's order, and takes its reply out of
+//!   the stream before the crate could see it.
+//!
+//! After the handshake the relay reads whole frames both ways: the crate's
+//! frames and ours go to the server whole, one at a time, under a writer
+//! lock; replies whose xid is one of ours (below [`FIRST_XID`], a range the
+//! crate never uses) go to their waiting callback, all others to the crate.
+
+use std::collections::HashMap;
+use std::io::{self, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::core::Stat;
+
+mod wire;
+
+pub(crate) use wire::FIRST_XID;
+use wire::{
+    be_i32, be_i64, parse_header, parse_stat, read_frame, request_frame, MAX_FRAME, OP_EXISTS,
+    OP_SYNC, REPLY_HEADER,
+};
+
+/// Longest wait for one server to accept a connection.
+const UPSTREAM_CONNECT: Duration = Duration::from_secs(1);
+/// Pause before hanging up on the crate when no server accepted.
+const NO_SERVER_PAUSE: Duration = Duration::from_millis(300);
+/// Longest wait for a server's answer to the crate's connect request. A
+/// server that took the connection but does not answer (hung, or in the
+/// start-up window where ZooKeeper 3.8.0 leaves connections hanging) is
+/// dropped, so the crate retries now instead of after its fixed 2 s.
+const HANDSHAKE_WAIT: Duration = Duration::from_secs(1);
+/// Largest connect response we accept (it is about 40 bytes).
+const MAX_HANDSHAKE: usize = 4096;
+/// Longest write to a server: a server that stops reading must not hang
+/// whoever writes (the crate's frames, or a caller of [`Relay::request`]).
+/// The link is cut instead.
+const UPSTREAM_WRITE: Duration = Duration::from_secs(1);
+
+/// What a server said when the crate's client connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Handshake {
+    /// The session; 0 when the server refused it (an expired session).
+    pub(crate) session_id: i64,
+    /// The session timeout granted, in milliseconds; 0 when refused.
+    pub(crate) timeout_ms: i32,
+}
+
+/// Called on the relay's own threads for every connect response.
+pub(crate) type HandshakeSink = Box<dyn Fn(Handshake) + Send + Sync>;
+
+/// A request the relay sends on the crate's connection itself. Paths are
+/// the client's: the relay puts the chroot in front.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Injected {
+    /// Completes once the server has caught up with the leader.
+    Sync { path: String },
+    /// The stat of `path`, without a watch.
+    Exists { path: String },
+}
+
+/// How an injected request ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum InjectedReply {
+    /// The server answered on relay link `link`: a reply only ever comes
+    /// back on the link its request left on. `err` is ZooKeeper's error code
+    /// (0: ok); `stat` is set for an `Exists` answered ok.
+    Answered {
+        link: u64,
+        err: i32,
+        stat: Option<Stat>,
+    },
+    /// No answer: no connection was up (`link` is `None`), or the link
+    /// broke before the answer. The request may have reached the server.
+    Unanswered {
+        link: Option<u64>,
+        why: &'static str,
+    },
+}
+
+/// Called once with the outcome of an injected request, on the relay's
+/// thread that read the reply, or on the caller's when it cannot go out.
+pub(crate) type Done = Box<dyn FnOnce(InjectedReply) + Send>;
+
+/// A relay listening on a loopback port of its own. Dropping it stops it.
+pub(crate) struct Relay {
+    addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hosts: Vec<String>,
+    /// Put in front of the paths of injected requests ("" for none).
+    chroot: String,
+    /// Index of the host to try first on the next connection.
+    next: AtomicUsize,
+    stopped: AtomicBool,
+    /// Every live connection, to cut them and to send on them.
+    links: Mutex<Vec<Arc<Link>>>,
+    link_numbers: AtomicU64,
+    /// The next xid of ours.
+    xids: AtomicI32,
+    on_handshake: HandshakeSink,
+}
+
+/// One connection of the crate's client, and its connection to a server.
+struct Link {
+    number: u64,
+    down: TcpStream,
+    up: TcpStream,
+    /// Everything sent to the server goes through here, a frame at a time.
+    writer: Mutex<TcpStream>,
+    /// The server accepted the session: requests of ours may go out.
+    ready: AtomicBool,
+    /// Our requests waiting for their reply; `None` once the link is closed.
+    waiting: Mutex<Option<HashMap<i32, Waiting>>>,
+}
+
+struct Waiting {
+    exists: bool,
+    done: Done,
+}
+
+impl Relay {
+    /// Starts a relay to `hosts` (`host:port`), trying `first` first;
+    /// `chroot` is the client's ("" for none, else like `/app`).
+    pub(crate) fn start(
+        hosts: Vec<String>,
+        first: usize,
+        chroot: &str,
+        on_handshake: HandshakeSink,
+    ) -> io::Result<Relay> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let inner = Arc::new(Inner {
+            next: AtomicUsize::new(first % hosts.len().max(1)),
+            hosts,
+            chroot: chroot.trim_end_matches('/').to_owned(),
+            stopped: AtomicBool::new(false),
+            links: Mutex::new(Vec::new()),
+            link_numbers: AtomicU64::new(0),
+            xids: AtomicI32::new(FIRST_XID),
+            on_handshake,
+        });
+        let accepting = inner.clone();
+        thread::Builder::new()
+            .name("zk-master-relay".into())
+            .spawn(move || accept_loop(&listener, &accepting))?;
+        Ok(Relay { addr, inner })
+    }
+
+    /// The address the crate's client should connect to.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Drops every live connection; the crate reconnects, through the next host.
+    pub(crate) fn cut(&self) {
+        self.inner.advance();
+        self.inner.cut_all();
+    }
+
+    /// Sends `op` on the newest connection whose session the server
+    /// accepted, between two of the crate's frames, so the server sees it
+    /// after everything the crate sent before and before everything it sends
+    /// after. `done` gets the reply, which the crate never sees; or, at
+    /// once, [`InjectedReply::Unanswered`] when no such connection is up, and
+    /// when the connection breaks first. Blocks only for the writer lock and
+    /// one socket write (at most [`UPSTREAM_WRITE`], then the link is cut).
+    pub(crate) fn request(&self, op: Injected, done: Done) {
+        let link = self
+            .inner
+            .links
+            .lock()
+            .iter()
+            .filter(|l| l.ready.load(Ordering::SeqCst))
+            .max_by_key(|l| l.number)
+            .cloned();
+        let Some(link) = link else {
+            return done(InjectedReply::Unanswered {
+                link: None,
+                why: "not connected",
+            });
+        };
+        let xid = self.inner.next_xid();
+        let (exists, frame) = match &op {
+            Injected::Sync { path } => (
+                false,
+                request_frame(&self.inner.chroot, xid, OP_SYNC, path, None),
+            ),
+            Injected::Exists { path } => (
+                true,
+                request_frame(&self.inner.chroot, xid, OP_EXISTS, path, Some(false)),
+            ),
+        };
+        {
+            let mut waiting = link.waiting.lock();
+            let Some(waiting) = waiting.as_mut() else {
+                drop(waiting);
+                return done(InjectedReply::Unanswered {
+                    link: Some(link.number),
+                    why: "the connection closed",
+                });
+            };
+            waiting.insert(xid, Waiting { exists, done });
+        }
+        if link.send(&frame).is_err() {
+            log::debug!(
+                "relay: link {} cut: a write to the server failed",
+                link.number
+            );
+            link.close();
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        self.inner.cut_all();
+        // Wake the accept loop so it sees `stopped`.
+        let _ = TcpStream::connect_timeout(&self.addr, UPSTREAM_CONNECT);
+    }
+}
+
+impl Inner {
+    fn advance(&self) {
+        let n = self.hosts.len().max(1);
+        let _ = self
+            .next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |i| Some((i + 1) % n));
+    }
+
+    fn cut_all(&self) {
+        let links: Vec<_> = self.links.lock().drain(..).collect();
+        for link in links {
+            link.close();
+        }
+    }
+
+    fn next_xid(&self) -> i32 {
+        let previous = self
+            .xids
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |x| {
+                Some(if x <= i32::MIN + 1 { FIRST_XID } else { x - 1 })
+            });
+        previous.unwrap_or(FIRST_XID)
+    }
+
+    /// The first host, from `next` on, that accepts a connection.
+    fn connect_upstream(&self) -> Option<TcpStream> {
+        for _ in 0..self.hosts.len() {
+            let i = self.next.load(Ordering::SeqCst) % self.hosts.len();
+            let stream = self.hosts.get(i).and_then(|host| {
+                let addr = host.to_socket_addrs().ok()?.next()?;
+                TcpStream::connect_timeout(&addr, UPSTREAM_CONNECT).ok()
+            });
+            if stream.is_some() {
+                return stream;
+            }
+            log::debug!(
+                "relay: {} does not accept connections",
+                self.hosts.get(i).map_or("?", |h| h)
+            );
+            self.advance();
+        }
+        None
+    }
+}
+
+impl Link {
+    /// Writes one whole frame to the server.
+    fn send(&self, frame: &[u8]) -> io::Result<()> {
+        self.writer.lock().write_all(frame)
+    }
+
+    /// Closes both connections and fails every request still waiting.
+    fn close(&self) {
+        self.ready.store(false, Ordering::SeqCst);
+        shut(&self.down, &self.up);
+        let waiting = self.waiting.lock().take();
+        for (_, w) in waiting.into_iter().flatten() {
+            (w.done)(InjectedReply::Unanswered {
+                link: Some(self.number),
+                why: "the connection closed",
+            });
+        }
+    }
+
+    /// Hands a reply of ours to its callback. Err: the reply is malformed.
+    fn answer(&self, xid: i32, body: &[u8]) -> Result<(), ()> {
+        let header = parse_header(body).ok_or(())?;
+        let Some(w) = self.waiting.lock().as_mut().and_then(|m| m.remove(&xid)) else {
+            return Ok(()); // not waited for (any more): drop it
+        };
+        let stat = if w.exists && header.err == 0 {
+            match body.get(REPLY_HEADER..).and_then(parse_stat) {
+                Some(stat) => Some(stat),
+                None => {
+                    // Put it back so closing the link fails it.
+                    if let Some(m) = self.waiting.lock().as_mut() {
+                        m.insert(xid, w);
+                    }
+                    return Err(());
+                }
+            }
+        } else {
+            None
+        };
+        (w.done)(InjectedReply::Answered {
+            link: self.number,
+            err: header.err,
+            stat,
+        });
+        Ok(())
+    }
+}
+
+fn accept_loop(listener: &TcpListener, inner: &Arc<Inner>) {
+    for down in listener.incoming() {
+        if inner.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(down) = down else {
+            // Out of descriptors, most likely: do not spin while it lasts.
+            thread::sleep(NO_SERVER_PAUSE);
+            continue;
+        };
+        let inner = inner.clone();
+        let spawned = thread::Builder::new()
+            .name("zk-master-relay-link".into())
+            .spawn(move || link(down, inner));
+        if spawned.is_err() {
+            log::warn!("relay: cannot start a thread for a connection");
+        }
+    }
+}
+
+/// Serves one connection of the crate's client until either side closes.
+fn link(down: TcpStream, inner: Arc<Inner>) {
+    let Some(up) = inner.connect_upstream() else {
+        // Hang up after a pause, having read what the crate sent, so it sees
+        // a clean end of stream (an unread request would make the close a
+        // reset, which the crate logs as an error).
+        let mut down = down;
+        let _ = down.set_read_timeout(Some(NO_SERVER_PAUSE));
+        let mut sink = [0u8; 1024];
+        while matches!(down.read(&mut sink), Ok(n) if n > 0) {}
+        let _ = down.shutdown(Shutdown::Both);
+        return;
+    };
+    let _ = (down.set_nodelay(true), up.set_nodelay(true));
+    let _ = up.set_write_timeout(Some(UPSTREAM_WRITE));
+    let (Ok(down_read), Ok(up_write), Ok(up_read), Ok(down_write), Ok(down_kept), Ok(up_kept)) = (
+        down.try_clone(),
+        up.try_clone(),
+        up.try_clone(),
+        down.try_clone(),
+        down.try_clone(),
+        up.try_clone(),
+    ) else {
+        return;
+    };
+    let number = inner.link_numbers.fetch_add(1, Ordering::SeqCst);
+    let link = Arc::new(Link {
+        number,
+        down: down_kept,
+        up: up_kept,
+        writer: Mutex::new(up_write),
+        ready: AtomicBool::new(false),
+        waiting: Mutex::new(Some(HashMap::new())),
+    });
+    {
+        let mut links = inner.links.lock();
+        if inner.stopped.load(Ordering::SeqCst) {
+            return;
+        }
+        links.push(link.clone());
+    }
+    let replies_inner = inner.clone();
+    let replies_link = link.clone();
+    let replies = thread::Builder::new()
+        .name("zk-master-relay-replies".into())
+        .spawn(move || server_to_client(up_read, down_write, &replies_inner, &replies_link));
+    if let Ok(replies) = replies {
+        client_to_server(down_read, &link);
+        if !replies.join().unwrap_or(false) {
+            // The server took the connection but never answered the
+            // handshake: try another one next time.
+            inner.advance();
+        }
+    }
+    link.close();
+    shut(&down, &up);
+    inner.links.lock().retain(|l| l.number != number);
+}
+
+/// Passes the crate's frames to the server, each whole under the writer
+/// lock, until either side closes; then closes the link.
+fn client_to_server(down: TcpStream, link: &Link) {
+    let mut down = BufReader::new(down);
+    while let Some(frame) = read_frame(&mut down, MAX_FRAME) {
+        if link.send(&frame).is_err() {
+            log::debug!(
+                "relay: link {} cut: a write to the server failed",
+                link.number
+            );
+            break;
+        }
+    }
+    link.close();
+}
+
+/// Passes the server's replies to the crate, reading the connect response
+/// on the way, and takes ours out. The connect response is reported before
+/// the crate sees it, so an expired session is known before the crate can
+/// act on the new one it opens next. Returns whether a connect response came.
+fn server_to_client(up: TcpStream, mut down: TcpStream, inner: &Inner, link: &Link) -> bool {
+    let _ = up.set_read_timeout(Some(HANDSHAKE_WAIT));
+    let mut up = BufReader::new(up);
+    let Some(frame) = read_frame(&mut up, MAX_HANDSHAKE) else {
+        link.close();
+        return false;
+    };
+    let _ = up.get_ref().set_read_timeout(None);
+    // ConnectResponse: protocolVersion, timeOut, sessionId, passwd, [readOnly].
+    let body = frame.get(4..).unwrap_or_default();
+    let handshake = be_i32(body, 4).zip(be_i64(body, 8));
+    if let Some((timeout_ms, session_id)) = handshake {
+        (inner.on_handshake)(Handshake {
+            session_id,
+            timeout_ms,
+        });
+    }
+    if down.write_all(&frame).is_err() {
+        link.close();
+        return true;
+    }
+    if matches!(handshake, Some((t, s)) if t > 0 && s != 0) {
+        link.ready.store(true, Ordering::SeqCst);
+    }
+    while let Some(frame) = read_frame(&mut up, MAX_FRAME) {
+        let body = frame.get(4..).unwrap_or_default();
+        let Some(xid) = be_i32(body, 0) else {
+            log::warn!("relay: link {} cut: a reply without a header", link.number);
+            break;
+        };
+        if xid <= FIRST_XID {
+            if link.answer(xid, body).is_err() {
+                log::warn!("relay: link {} cut: a malformed reply to us", link.number);
+                break;
+            }
+        } else if down.write_all(&frame).is_err() {
+            break;
+        }
+    }
+    link.close();
+    true
+}
+
+fn shut(a: &TcpStream, b: &TcpStream) {
+    let _ = a.shutdown(Shutdown::Both);
+    let _ = b.shutdown(Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests;
