@@ -47,6 +47,8 @@ mod role;
 #[cfg(test)]
 mod sim;
 mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use callbacks::{CallbackId, Subscription};
 pub use config::{Config, MAX_DATA_LEN};

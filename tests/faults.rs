@@ -620,7 +620,7 @@ fn deleted_master_node_and_group() {
 fn server_of_node(ensemble: &Ensemble, zk: &ZooKeeper, node: &str) -> Option<usize> {
     let owner = zk.exists(node, false).ok()??.ephemeral_owner;
     let needle = format!("sid=0x{:x}", owner as u64);
-    (0..ensemble.len()).find(|&i| {
+    (0..ensemble.size()).find(|&i| {
         ensemble.mode(i).is_some()
             && four_letter_word(ensemble.port(i), "cons").is_some_and(|r| r.contains(&needle))
     })

@@ -35,9 +35,15 @@ const CHUNK: usize = 16 * 1024;
 /// What the proxy does with the traffic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Forward everything.
     Pass,
+    /// Forward each chunk this much later, in order.
     Delay(Duration),
+    /// A network partition: connections stay open, nothing moves either way, new connections
+    /// are accepted but reach the target only after the blackhole ends.
     Blackhole,
+    /// Accept new connections and close them at once, like a server that is down; current
+    /// connections go on.
     Refuse,
 }
 
