@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::process::{
-    common_config, freeze, fresh_dir, free_ports, keep_dirs, print_log_tail_if_panicking, tail,
+    common_config, free_ports, freeze, fresh_dir, keep_dirs, print_log_tail_if_panicking, tail,
     ZkProcess, POLL, START_ATTEMPTS,
 };
 use super::proxy::{self, Proxy};
@@ -44,6 +44,11 @@ impl Member {
 }
 
 /// Options for an [`Ensemble`]; get one from [`Ensemble::builder`].
+///
+/// ```no_run
+/// use zk_master::testing::Ensemble;
+/// let ensemble = Ensemble::builder(3).sync_limit(10).peer_proxies(true).start();
+/// ```
 #[derive(Debug, Clone)]
 pub struct EnsembleBuilder {
     n: usize,
@@ -54,6 +59,12 @@ pub struct EnsembleBuilder {
 impl EnsembleBuilder {
     /// The servers' `syncLimit` in ticks (default 5): how long a follower goes without hearing
     /// from its leader (and the leader without an answer from a follower) before giving up.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::builder(3).sync_limit(10).start();
+    /// assert_eq!(ensemble.sync_limit(), 10);
+    /// ```
     pub fn sync_limit(mut self, ticks: u32) -> Self {
         self.sync_limit = ticks;
         self
@@ -61,18 +72,42 @@ impl EnsembleBuilder {
 
     /// Servers reach each other only through proxies (see [`Ensemble::isolate`]); clients still
     /// connect to the servers' real client ports. Default: off, servers talk directly.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::builder(3).peer_proxies(true).start();
+    /// ensemble.isolate(0);
+    /// ```
     pub fn peer_proxies(mut self, on: bool) -> Self {
         self.peer_proxies = on;
         self
     }
 
     /// Starts the servers and waits for a quorum; see [`Ensemble::start`].
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::builder(3).start();
+    /// ```
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::start(3);
+    /// println!("{}", ensemble.connect_string());
+    /// ```
     pub fn start(self) -> Ensemble {
         Ensemble::start_with(self)
     }
 }
 
 /// How [`Ensemble::isolate_with`] cuts a server off from its peers.
+///
+/// ```no_run
+/// use zk_master::testing::Ensemble;
+/// use zk_master::testing::Isolation;
+/// let ensemble = Ensemble::builder(3).peer_proxies(true).start();
+/// ensemble.isolate_with(1, Isolation::CutAndRefuse);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isolation {
     /// Nothing moves on the peer connections, which stay open, and new ones hang: a network
@@ -103,6 +138,14 @@ struct PeerLink {
 /// election port), and itself at its real ports (a server binds the ports of its own line). Every
 /// connection between two servers then crosses one of these proxies, whichever side opens it, and
 /// [`isolate`](Self::isolate) / [`heal`](Self::heal) switch them.
+///
+/// ```no_run
+/// use zk_master::testing::Ensemble;
+/// let mut ensemble = Ensemble::start(3);
+/// let leader = ensemble.leader().expect("a leader");
+/// ensemble.kill(leader);
+/// ensemble.wait_quorum();
+/// ```
 pub struct Ensemble {
     dir: PathBuf,
     members: Vec<Member>,
@@ -121,6 +164,11 @@ impl Ensemble {
     }
 
     /// Options for an ensemble of `n` servers: `syncLimit`, peer proxies.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::builder(3).sync_limit(5).start();
+    /// ```
     pub fn builder(n: usize) -> EnsembleBuilder {
         EnsembleBuilder {
             n,
@@ -228,19 +276,33 @@ impl Ensemble {
         }
     }
 
-    /// The servers' `syncLimit`, in ticks of [`TICK_TIME`].
+    /// The servers' `syncLimit`, in ticks of [`TICK_TIME`](super::TICK_TIME).
     pub fn sync_limit(&self) -> u32 {
         self.sync_limit
     }
 
     /// Cuts server `i` off from every other server, both ways, with
     /// [`Isolation::Blackhole`]; its client port stays reachable. Needs peer proxies.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::builder(3).peer_proxies(true).start();
+    /// ensemble.isolate(2); // server 2 still answers its clients, from stale data
+    /// ensemble.heal(2);
+    /// ```
     pub fn isolate(&self, i: usize) {
         self.isolate_with(i, Isolation::Blackhole);
     }
 
     /// Cuts server `i` off from every other server, both ways, as `how` says; its client port
     /// stays reachable. Needs peer proxies.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// use zk_master::testing::Isolation;
+    /// let ensemble = Ensemble::builder(3).peer_proxies(true).start();
+    /// ensemble.isolate_with(2, Isolation::CutAndRefuse);
+    /// ```
     pub fn isolate_with(&self, i: usize, how: Isolation) {
         for link in self.links_of(i) {
             for p in [&link.quorum, &link.election] {
@@ -255,6 +317,14 @@ impl Ensemble {
     /// Undoes [`isolate`](Self::isolate): every proxy between server `i` and the others passes
     /// again (held bytes go through, unless an end gave up meanwhile). Does not wait for the
     /// server to rejoin: call [`wait_quorum`](Self::wait_quorum).
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::builder(3).peer_proxies(true).start();
+    /// ensemble.isolate(0);
+    /// ensemble.heal(0);
+    /// ensemble.wait_quorum();
+    /// ```
     pub fn heal(&self, i: usize) {
         for link in self.links_of(i) {
             link.quorum.set(proxy::Mode::Pass);
@@ -264,6 +334,12 @@ impl Ensemble {
 
     /// Connections accepted so far by the peer proxies to and from server `i` (to check that
     /// the servers really talk through them).
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::builder(3).peer_proxies(true).start();
+    /// assert!(ensemble.peer_connections(0) > 0);
+    /// ```
     pub fn peer_connections(&self, i: usize) -> u64 {
         self.links_of(i)
             .map(|l| l.quorum.connections() + l.election.connections())
@@ -281,12 +357,24 @@ impl Ensemble {
     }
 
     /// Number of servers (running or not).
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::start(3);
+    /// assert_eq!(ensemble.size(), 3);
+    /// ```
     pub fn size(&self) -> usize {
         self.members.len()
     }
 
     /// All servers, comma-separated: `"127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3"`. Note that the
     /// `zookeeper` crate tries hosts in this order, so every client starts on server 0.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::start(3);
+    /// let config = zk_master::Config::new(ensemble.connect_string());
+    /// ```
     pub fn connect_string(&self) -> String {
         let hosts: Vec<String> = (0..self.size())
             .map(|i| self.server_connect_string(i))
@@ -295,33 +383,73 @@ impl Ensemble {
     }
 
     /// Connect string of server `i` alone: `"127.0.0.1:PORT"`.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::start(3);
+    /// // A client that can only reach server 1:
+    /// let config = zk_master::Config::new(ensemble.server_connect_string(1));
+    /// ```
     pub fn server_connect_string(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.members[i].client_port)
     }
 
     /// Client port of server `i`.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::start(3);
+    /// assert_eq!(ensemble.server_connect_string(0), format!("127.0.0.1:{}", ensemble.port(0)));
+    /// ```
     pub fn port(&self, i: usize) -> u16 {
         self.members[i].client_port
     }
 
     /// Directory of server `i` (`zoo.cfg`, `data/`, `zookeeper.log`).
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::start(3);
+    /// assert!(ensemble.server_dir(0).join("zoo.cfg").exists());
+    /// ```
     pub fn server_dir(&self, i: usize) -> &Path {
         &self.members[i].dir
     }
 
     /// True if the JVM of server `i` is alive (paused counts as alive).
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let mut ensemble = Ensemble::start(3);
+    /// ensemble.kill(0);
+    /// assert!(!ensemble.is_running(0));
+    /// ```
     pub fn is_running(&self, i: usize) -> bool {
         self.members[i].is_running()
     }
 
     /// Kills server `i` with SIGKILL and waits until it is gone. Does not wait for the others to
     /// elect a new leader: call [`wait_quorum`](Self::wait_quorum) for that.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let mut ensemble = Ensemble::start(3);
+    /// ensemble.kill(0);
+    /// ensemble.wait_quorum();
+    /// ```
     pub fn kill(&mut self, i: usize) {
         self.members[i].kill();
     }
 
     /// Starts server `i` again (killing it first if needed) with its data dir and ports, and
     /// waits until it serves as leader or follower. Panics after [`START_TIMEOUT`].
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let mut ensemble = Ensemble::start(3);
+    /// ensemble.kill(0);
+    /// ensemble.restart(0);
+    /// ```
     pub fn restart(&mut self, i: usize) {
         self.members[i].kill();
         self.members[i].spawn();
@@ -339,20 +467,47 @@ impl Ensemble {
     }
 
     /// Freezes server `i` (SIGSTOP). [`wait_quorum`](Self::wait_quorum) ignores paused servers.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::start(3);
+    /// ensemble.pause(0);
+    /// ensemble.wait_quorum(); // the other two
+    /// ensemble.resume(0);
+    /// ```
     pub fn pause(&self, i: usize) {
         let member = &self.members[i];
-        freeze(member.process.as_ref().expect("server is stopped").pid(), true);
+        freeze(
+            member.process.as_ref().expect("server is stopped").pid(),
+            true,
+        );
         member.paused.store(true, Ordering::SeqCst);
     }
 
     /// Unfreezes server `i` (SIGCONT).
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::start(3);
+    /// ensemble.pause(0);
+    /// ensemble.resume(0);
+    /// ```
     pub fn resume(&self, i: usize) {
         let member = &self.members[i];
-        freeze(member.process.as_ref().expect("server is stopped").pid(), false);
+        freeze(
+            member.process.as_ref().expect("server is stopped").pid(),
+            false,
+        );
         member.paused.store(false, Ordering::SeqCst);
     }
 
     /// `srvr` mode of server `i` (see [`server_mode`]); `None` if it is down, paused or electing.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::start(3);
+    /// let modes: Vec<_> = (0..3).map(|i| ensemble.mode(i)).collect();
+    /// ```
     pub fn mode(&self, i: usize) -> Option<String> {
         let member = &self.members[i];
         if !member.is_running() || member.paused.load(Ordering::SeqCst) {
@@ -363,6 +518,12 @@ impl Ensemble {
 
     /// Index of the server whose `srvr` says `Mode: leader` (or `standalone`, for a 1-server
     /// ensemble), if any.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let ensemble = Ensemble::start(3);
+    /// let leader = ensemble.leader().expect("a leader after start");
+    /// ```
     pub fn leader(&self) -> Option<usize> {
         (0..self.size()).find(|&i| matches!(self.mode(i).as_deref(), Some("leader" | "standalone")))
     }
@@ -370,6 +531,13 @@ impl Ensemble {
     /// Waits until every running, unpaused server serves (leader or follower) and exactly one of
     /// them is the leader. Panics after [`START_TIMEOUT`], or at once if no quorum can exist
     /// (fewer than a majority of servers running).
+    ///
+    /// ```no_run
+    /// use zk_master::testing::Ensemble;
+    /// let mut ensemble = Ensemble::start(3);
+    /// ensemble.kill(ensemble.leader().expect("a leader"));
+    /// ensemble.wait_quorum();
+    /// ```
     pub fn wait_quorum(&self) {
         if let Err(e) = self.try_wait_quorum(START_TIMEOUT) {
             panic!("ensemble has no quorum: {e}");

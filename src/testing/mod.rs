@@ -6,7 +6,7 @@
 //! * [`Ensemble`]: `n` quorum peers, with kill, restart, pause and resume per server, and
 //!   optionally [proxies between the servers](EnsembleBuilder::peer_proxies) to cut one off
 //!   from the others while its clients still reach it.
-//! * [`Proxy`]: a TCP proxy to put network faults (delay, blackhole, cut, refuse) between a
+//! * [`Proxy`](proxy::Proxy): a TCP proxy to put network faults (delay, blackhole, cut, refuse) between a
 //!   client and its server.
 //!
 //! Every server runs on `127.0.0.1`, on free ports, in a fresh temporary directory, with
@@ -86,6 +86,12 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Sends a four-letter-word command (`srvr`, `stat`, `cons`, `mntr`, `ruok`...) to the server on
 /// `127.0.0.1:port` and returns its answer, or `None` if it cannot be reached within about 1 s.
+///
+/// ```no_run
+/// use zk_master::testing::{four_letter_word, proxy::Proxy, server_mode, ZkServer};
+/// let server = ZkServer::start();
+/// let mntr = four_letter_word(server.port(), "mntr").unwrap_or_default();
+/// ```
 pub fn four_letter_word(port: u16, cmd: &str) -> Option<String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
@@ -103,6 +109,12 @@ pub fn four_letter_word(port: u16, cmd: &str) -> Option<String> {
 /// The `Mode:` of the server on `127.0.0.1:port` according to `srvr` (`"standalone"`,
 /// `"leader"`, `"follower"`, `"observer"`), or `None` if it is down, paused, or not serving
 /// (e.g. an ensemble member still electing a leader).
+///
+/// ```no_run
+/// use zk_master::testing::{four_letter_word, proxy::Proxy, server_mode, ZkServer};
+/// let server = ZkServer::start();
+/// assert_eq!(server_mode(server.port()).as_deref(), Some("standalone"));
+/// ```
 pub fn server_mode(port: u16) -> Option<String> {
     let reply = four_letter_word(port, "srvr")?;
     reply
@@ -110,4 +122,3 @@ pub fn server_mode(port: u16) -> Option<String> {
         .find_map(|line| line.strip_prefix("Mode:"))
         .map(|mode| mode.trim().to_string())
 }
-

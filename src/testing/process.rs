@@ -66,7 +66,6 @@ pub(super) fn wait_until_stopped(pid: u32, stopped: bool) {
     }
 }
 
-
 /// The Java classpath for the ZooKeeper server: `$ZK_CLASSPATH` if set, else the Debian jars
 /// (`zookeeper.jar`, whose manifest lists its dependencies, plus `slf4j-simple.jar` as the
 /// logging backend). Keep in step with `zk_classpath` in `scripts/zk-env`.
@@ -295,4 +294,3 @@ pub(super) fn common_config(data_dir: &Path, client_port: u16) -> String {
         data_dir.display()
     )
 }
-

@@ -6,12 +6,19 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::process::{
-    common_config, freeze, fresh_dir, free_ports, keep_dirs, print_log_tail_if_panicking, tail,
+    common_config, free_ports, freeze, fresh_dir, keep_dirs, print_log_tail_if_panicking, tail,
     ZkProcess, POLL, START_ATTEMPTS,
 };
 use super::{server_mode, START_TIMEOUT};
 
 /// Options for a [`ZkServer`]; get one from [`ZkServer::builder`].
+///
+/// ```no_run
+/// use zk_master::testing::ZkServer;
+/// let server = ZkServer::builder()
+///     .max_session_timeout(std::time::Duration::from_secs(10))
+///     .start();
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct ZkServerBuilder {
     min_session_timeout: Option<Duration>,
@@ -20,18 +27,44 @@ pub struct ZkServerBuilder {
 
 impl ZkServerBuilder {
     /// Server's `minSessionTimeout` (default 2 ticks = 400 ms).
+    ///
+    /// ```no_run
+    /// use zk_master::testing::ZkServer;
+    /// let server = ZkServer::builder()
+    ///     .min_session_timeout(std::time::Duration::from_millis(200))
+    ///     .start();
+    /// ```
     pub fn min_session_timeout(mut self, timeout: Duration) -> Self {
         self.min_session_timeout = Some(timeout);
         self
     }
 
     /// Server's `maxSessionTimeout` (default 20 ticks = 4 s).
+    ///
+    /// ```no_run
+    /// use zk_master::testing::ZkServer;
+    /// let server = ZkServer::builder()
+    ///     .max_session_timeout(std::time::Duration::from_secs(30))
+    ///     .start();
+    /// ```
     pub fn max_session_timeout(mut self, timeout: Duration) -> Self {
         self.max_session_timeout = Some(timeout);
         self
     }
 
     /// Starts the server and waits until it serves; see [`ZkServer::start`].
+    ///
+    /// ```no_run
+    /// use zk_master::testing::ZkServer;
+    /// let server = ZkServer::start();
+    /// println!("ZooKeeper at {}", server.connect_string());
+    /// ```
+    ///
+    /// ```no_run
+    /// use zk_master::testing::ZkServer;
+    /// let server = ZkServer::start();
+    /// println!("ZooKeeper at {}", server.connect_string());
+    /// ```
     pub fn start(self) -> ZkServer {
         ZkServer::start_with(self)
     }
@@ -39,6 +72,13 @@ impl ZkServerBuilder {
 
 /// A standalone ZooKeeper server on `127.0.0.1`, on a free port, with its own temporary data
 /// directory (removed on drop). Killed on drop, and also if the test process dies.
+///
+/// ```no_run
+/// use zk_master::testing::ZkServer;
+/// let mut server = ZkServer::start();
+/// server.stop();
+/// server.restart();
+/// ```
 pub struct ZkServer {
     dir: PathBuf,
     cfg: PathBuf,
@@ -54,6 +94,11 @@ impl ZkServer {
     }
 
     /// Options: session timeout bounds.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::ZkServer;
+    /// let server = ZkServer::builder().start();
+    /// ```
     pub fn builder() -> ZkServerBuilder {
         ZkServerBuilder::default()
     }
@@ -123,26 +168,57 @@ impl ZkServer {
     }
 
     /// `"127.0.0.1:PORT"`.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::ZkServer;
+    /// let server = ZkServer::start();
+    /// let config = zk_master::Config::new(server.connect_string());
+    /// ```
     pub fn connect_string(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
     /// The client port.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::ZkServer;
+    /// let server = ZkServer::start();
+    /// assert_eq!(server.connect_string(), format!("127.0.0.1:{}", server.port()));
+    /// ```
     pub fn port(&self) -> u16 {
         self.port
     }
 
     /// The server's temporary directory (`zoo.cfg`, `data/`, `zookeeper.log`).
+    ///
+    /// ```no_run
+    /// use zk_master::testing::ZkServer;
+    /// let server = ZkServer::start();
+    /// assert!(server.dir().join("zoo.cfg").exists());
+    /// ```
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// The server's log file.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::ZkServer;
+    /// let server = ZkServer::start();
+    /// let log = std::fs::read_to_string(server.log_path()).unwrap_or_default();
+    /// ```
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("zookeeper.log")
     }
 
     /// True if the JVM is alive (paused counts as alive).
+    ///
+    /// ```no_run
+    /// use zk_master::testing::ZkServer;
+    /// let mut server = ZkServer::start();
+    /// server.stop();
+    /// assert!(!server.is_running());
+    /// ```
     pub fn is_running(&self) -> bool {
         self.process.as_ref().is_some_and(ZkProcess::is_alive)
     }
@@ -150,6 +226,12 @@ impl ZkServer {
     /// Kills the server with SIGKILL (no clean shutdown, like a crash) and waits until it is
     /// gone. Sessions survive in the data dir and expire after a [`restart`](Self::restart) unless
     /// their clients reconnect in time. No-op if already stopped.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::ZkServer;
+    /// let mut server = ZkServer::start();
+    /// server.stop(); // members lose their connection; their sessions live on in the data dir
+    /// ```
     pub fn stop(&mut self) {
         if let Some(mut process) = self.process.take() {
             process.kill();
@@ -158,6 +240,12 @@ impl ZkServer {
 
     /// Starts the server again (stopping it first if needed) with the same data dir and port,
     /// and waits until it serves. Panics if it is not ready within [`START_TIMEOUT`].
+    ///
+    /// ```no_run
+    /// use zk_master::testing::ZkServer;
+    /// let mut server = ZkServer::start();
+    /// server.restart(); // sessions whose clients come back in time survive
+    /// ```
     pub fn restart(&mut self) {
         self.stop();
         let mut last_error = String::new();
@@ -176,13 +264,34 @@ impl ZkServer {
 
     /// Freezes the JVM (SIGSTOP): it keeps its sockets open but answers nothing, like a hung
     /// server or a black-holed network. Remember to [`resume`](Self::resume); `Drop` copes anyway.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::ZkServer;
+    /// let server = ZkServer::start();
+    /// server.pause();
+    /// // ... a member's lease lapses while nothing answers ...
+    /// server.resume();
+    /// ```
     pub fn pause(&self) {
-        freeze(self.process.as_ref().expect("server is stopped").pid(), true);
+        freeze(
+            self.process.as_ref().expect("server is stopped").pid(),
+            true,
+        );
     }
 
     /// Unfreezes the JVM (SIGCONT).
+    ///
+    /// ```no_run
+    /// use zk_master::testing::ZkServer;
+    /// let server = ZkServer::start();
+    /// server.pause();
+    /// server.resume();
+    /// ```
     pub fn resume(&self) {
-        freeze(self.process.as_ref().expect("server is stopped").pid(), false);
+        freeze(
+            self.process.as_ref().expect("server is stopped").pid(),
+            false,
+        );
     }
 }
 
@@ -198,4 +307,3 @@ impl Drop for ZkServer {
         }
     }
 }
-

@@ -19,12 +19,12 @@ use zookeeper::ZooKeeper;
 pub mod overlap;
 mod worker;
 
+#[allow(unused_imports)]
+pub use worker::{worker_binary, LogLines, Worker};
 #[allow(unused_imports)] // each test binary uses its own part
 pub use zk_master::testing::{
     four_letter_word, proxy, server_mode, Ensemble, Isolation, ZkServer, TICK_TIME,
 };
-#[allow(unused_imports)]
-pub use worker::{worker_binary, LogLines, Worker};
 
 /// How long [`raw_client`] waits for a session before it panics.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -159,4 +159,3 @@ pub fn raw_client_with_timeout(connect: &str, session_timeout: Duration) -> ZooK
         Err(_) => panic!("raw client could not get a session on {connect} in {CONNECT_TIMEOUT:?}"),
     }
 }
-
