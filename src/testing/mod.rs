@@ -32,7 +32,7 @@
 //! zk-master = { version = "0.2", features = ["testing"] }
 //! ```
 //! Then a test of your service's failover:
-//! ```no_run
+//! ```
 //! use std::time::Duration;
 //! use zk_master::testing::ZkServer;
 //! use zk_master::{Config, Election};
