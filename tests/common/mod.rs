@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use zookeeper::ZooKeeper;
 
 pub mod overlap;
+pub mod traced_group;
 mod worker;
 
 #[allow(unused_imports)]
