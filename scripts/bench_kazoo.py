@@ -6,9 +6,9 @@
         graceful takeover: A's leader function returns (the lock's node is deleted) and A's
         session closes -> B's leader function runs; the floor: one exists() round trip on a
         connected client; is_master: reading the recipe's `lock.is_acquired` attribute.
-    python3 scripts/bench_kazoo.py scale --connect HOST:PORT --members N [--rounds R] [--json FILE]
-        N clients (N sessions) in one Election; time for all to join, takeover latency, watch
-        notifications and bytes the process read per takeover.
+    python3 scripts/bench_kazoo.py scale --connect HOST:PORT --members N,N,.. [--rounds R]
+        N clients (N sessions, 20 s) in one Election; time for all to join, takeover latency, and
+        per takeover the server's watch events fired, packets and response bytes (`mntr`).
     python3 scripts/bench_kazoo.py worker HOST:PORT GROUP SESSION_S
         tests/original_worker.py with one change: SIGTERM closes the session (so its node goes at
         once) before exiting; the process-level takeover benchmark runs it.
@@ -161,37 +161,54 @@ def is_master_ns(connect, path):
         close(c)
 
 
-def rchar():
-    with open("/proc/self/io") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+def mntr(connect):
+    """The server's `mntr` counters that a takeover moves: watch events fired, packets sent,
+    response bytes."""
+    import socket
+
+    host, port = connect.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=2) as s:
+        s.sendall(b"mntr")
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    values = dict(line.split("\t", 1) for line in data.decode().splitlines() if "\t" in line)
+    fired = sum(float(values.get(f"zk_sum_node_{k}_watch_count", "nan"))
+                for k in ("created", "deleted", "children", "changed"))
+    return [fired, float(values.get("zk_packets_sent", "nan")),
+            float(values.get("zk_response_bytes", "nan"))]
 
 
 def scale(connect, path, members, rounds):
     """N clients in one election: all joined, then `rounds` takeovers of the oldest contender."""
     start = time.perf_counter()
-    clients = [client(connect, 30.0) for _ in range(members)]
+    clients = [client(connect, 20.0) for _ in range(members)]
+    clients[0].ensure_path(path)
     contenders = []
     for i, c in enumerate(clients):
+        # One at a time, so that the i-th contender's node is the i-th in the queue.
         contenders.append(Contender(c, path, str(i)))
-    wait_until("all to register", lambda: len(clients[0].get_children(path)) == members)
+        wait_until("a contender to register", lambda: len(c.get_children(path)) == i + 1)
     contenders[0].wait_leads("the first")
     joined = time.perf_counter() - start
-    takeovers, reads = [], []
+    takeovers, deltas = [], []
     for r in range(min(rounds, members - 1)):
         time.sleep(SETTLE_S * 4)
-        before = rchar()
+        before = mntr(connect)
         t0 = time.perf_counter()
         contenders[r].step_down()
         contenders[r + 1].wait_leads("the next")
         takeovers.append(contenders[r + 1].led_at - t0)
-        time.sleep(SETTLE_S * 4)
-        reads.append(rchar() - before)
+        time.sleep(SETTLE_S * 2)
+        deltas.append([a - b for a, b in zip(mntr(connect), before)])
     for c in contenders[len(takeovers):]:
         c.step_down() if c.leads.is_set() else c.election.cancel()
     close(*clients)
+    per = [statistics.median(d[i] for d in deltas) if deltas else None for i in range(3)]
     return {"members": members, "join_all_s": joined,
             "takeover_ms": summarize(takeovers) if takeovers else None,
-            "bytes_read_per_takeover": statistics.median(reads) if reads else None}
+            "notifications_per_takeover": per[0], "server_packets_per_takeover": per[1],
+            "server_response_bytes_per_takeover": per[2]}
 
 
 def worker(connect, group, session_s):
@@ -231,17 +248,18 @@ def main():
     parser.add_argument("mode", choices=["bench", "scale"])
     parser.add_argument("--connect", required=True, help="HOST:PORT of a ZooKeeper server")
     parser.add_argument("--rounds", type=int, default=60, help="rounds (first 10 discarded)")
-    parser.add_argument("--members", type=int, default=100, help="scale: members in the group")
+    parser.add_argument("--members", default="2,10,100", help="scale: group sizes")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
-    if not WARMUP < args.rounds <= 10000 and args.mode == "bench":
+    if args.mode == "bench" and not WARMUP < args.rounds <= 10000:
         parser.error(f"--rounds must be from {WARMUP + 1} to 10000")
     logging.basicConfig(level=logging.WARNING)
     import kazoo.version  # noqa: E402 (after the friendly ImportError above)
 
     base = f"/bench-kazoo/{os.getpid()}"
     if args.mode == "scale":
-        result = scale(args.connect, base + "/scale", args.members, args.rounds)
+        result = [scale(args.connect, f"{base}/scale{n}", int(n), args.rounds)
+                  for n in args.members.split(",") if n]
     else:
         print(f"kazoo {kazoo.version.__version__}, python {sys.version.split()[0]}, "
               f"{args.rounds} rounds", file=sys.stderr)
