@@ -147,28 +147,31 @@ fn received_between(before: &HashMap<String, f64>, after: &HashMap<String, f64>)
 }
 
 /// Runs each size of `plan.scale` in turn; stops after a size whose join ran out of budget.
-pub fn bench_scale(config: &Config, connect: &str, plan: &Plan) -> Vec<Scale> {
+/// Returns the figures and the last size's members, still joined.
+pub fn bench_scale(config: &Config, connect: &str, plan: &Plan) -> (Vec<Scale>, Vec<Election>) {
     let Some(port) = server_port(connect) else {
         eprintln!("scale: skipped (needs one server on 127.0.0.1)");
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
-    let mut results = Vec::new();
+    let (mut results, mut last) = (Vec::new(), Vec::new());
     for &members in &plan.scale {
+        resign_all(std::mem::take(&mut last));
         let group = config
             .clone()
             .group(format!("{}/{members}", config.get_group()))
             .session_timeout(SCALE_SESSION);
-        let result = scale_one(&group, port, members, plan);
+        let (result, joined) = scale_one(&group, port, members, plan);
         let capped = result.capped_at.is_some();
         results.push(result);
+        last = joined;
         if capped {
             break;
         }
     }
-    results
+    (results, last)
 }
 
-fn scale_one(config: &Config, port: u16, members: usize, plan: &Plan) -> Scale {
+fn scale_one(config: &Config, port: u16, members: usize, plan: &Plan) -> (Scale, Vec<Election>) {
     eprintln!(
         "scale: {members} members (join budget {} s) ...",
         plan.scale_budget.as_secs()
@@ -198,11 +201,7 @@ fn scale_one(config: &Config, port: u16, members: usize, plan: &Plan) -> Scale {
         .join(" / ");
     let status = proc_status();
 
-    let takeovers = if capped_at.is_some() {
-        0
-    } else {
-        plan.scale_rounds.min(members.saturating_sub(1))
-    };
+    let takeovers = plan.scale_rounds.min(joined.len().saturating_sub(1));
     let (mut latencies, mut settle_times, mut deltas) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..takeovers {
         thread::sleep(Duration::from_millis(200));
@@ -244,11 +243,16 @@ fn scale_one(config: &Config, port: u16, members: usize, plan: &Plan) -> Scale {
         threads: status.threads,
         rss_kib: status.rss_kib,
     };
-    // Youngest first, so that no takeover happens on the way out.
-    while let Some(member) = joined.pop() {
+    (result, joined)
+}
+
+/// Resigns `members`, youngest first so that no takeover happens on the way out. With today's
+/// herd every resign makes all the others read the group again: the largest size's members are
+/// left to the process's exit instead (see `main`).
+pub fn resign_all(mut members: Vec<Election>) {
+    while let Some(member) = members.pop() {
         member.resign();
     }
-    result
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
