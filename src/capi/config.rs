@@ -41,8 +41,10 @@ pub(crate) unsafe fn config_mut<'a>(
     unsafe { config.as_mut() }.ok_or_else(|| Failure::null("config"))
 }
 
-/// Applies `set` to the configuration if `check`, a default configuration
-/// with only this value set, is valid for `field`.
+/// Applies `set` to the configuration if a default configuration with only
+/// this value set is valid for `field`. That default has the longest session
+/// timeout, so that a lease margin is checked against the timeout only once
+/// both are set.
 ///
 /// # Safety
 /// As [`config_mut`].
@@ -53,7 +55,8 @@ unsafe fn set(
 ) -> Result<(), Failure> {
     // SAFETY: by the caller's contract.
     let handle = unsafe { config_mut(config) }?;
-    match set(Config::new("127.0.0.1:2181")).validate() {
+    let longest = Duration::from_millis(i32::MAX as u64);
+    match set(Config::new("127.0.0.1:2181").session_timeout(longest)).validate() {
         Err(e @ Error::InvalidConfig { field: f, .. }) if f == field => Err(e.into()),
         _ => {
             let old = std::mem::replace(&mut handle.config, Config::new(""));
@@ -188,11 +191,11 @@ pub unsafe extern "C" fn zkm_config_set_prefix(
 #[no_mangle]
 pub unsafe extern "C" fn zkm_config_set_masters(
     config: *mut zkm_config,
-    masters: u32,
+    masters: usize,
 ) -> zkm_result {
     guard("zkm_config_set_masters", || {
         // SAFETY: by the caller's contract.
-        unsafe { set(config, "masters", |c| c.masters(masters as usize)) }
+        unsafe { set(config, "masters", |c| c.masters(masters)) }
     })
 }
 
@@ -424,6 +427,22 @@ mod tests {
                 ZKM_ERR_NULL
             );
             assert_eq!(zkm_config_set_data(config, std::ptr::null(), 0), ZKM_OK);
+            assert_eq!(
+                zkm_config_set_lease_margin_ms(config, 20_000),
+                ZKM_OK,
+                "checked at validate"
+            );
+            assert_eq!(
+                zkm_config_validate(config),
+                ZKM_ERR_INVALID_CONFIG,
+                "10 s timeout"
+            );
+            assert_eq!(zkm_config_set_session_timeout_ms(config, 30_000), ZKM_OK);
+            assert_eq!(zkm_config_validate(config), ZKM_OK);
+            assert_eq!(
+                zkm_config_set_session_timeout_ms(config, 0),
+                ZKM_ERR_INVALID_CONFIG
+            );
             assert_eq!(zkm_config_set_session_timeout_ms(config, 1000), ZKM_OK);
             assert_eq!(zkm_config_set_lease_margin_ms(config, 2000), ZKM_OK);
             assert_eq!(zkm_config_validate(config), ZKM_ERR_INVALID_CONFIG);

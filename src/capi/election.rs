@@ -49,6 +49,12 @@ unsafe fn live<'a>(election: *const zkm_election) -> Result<&'a zkm_election, Fa
 /// after. On success `*out` is a new election the caller owns and frees with
 /// [`zkm_election_free`]; on failure `*out` is left unchanged.
 ///
+/// After a failure to reach a server, the library's network threads for the
+/// abandoned attempt end on their own within 2 × session timeout + 3 s (the
+/// `zookeeper` crate's close cannot be waited for): a process that exits
+/// sooner leaves them to the system, and valgrind then reports their stacks
+/// as "possibly lost".
+///
 /// # Errors
 /// `ZKM_ERR_NULL`; `ZKM_ERR_INVALID_CONFIG` before anything is sent;
 /// `ZKM_ERR_UNREACHABLE` when no server answered in time;
