@@ -118,14 +118,15 @@ impl Registry {
             }
             state.running = Some(id);
         }
+        // Marks the thread until the callback has returned, even by a panic.
+        let _running = Running {
+            registry: self,
+            outer: RUNNING_FOR.with(|r| r.replace(self.election)),
+        };
         let view = OwnedChange::new(change);
-        let outer = RUNNING_FOR.with(|r| r.replace(self.election));
         // SAFETY: the caller registered a function of this type; the change
         // lives until it returns; the user data is the caller's own.
         unsafe { callback(&view.change, user_data.0) };
-        RUNNING_FOR.with(|r| r.set(outer));
-        self.state.lock().running = None;
-        self.idle.notify_all();
     }
 
     /// Forgets callback `id` and returns its Rust id (None if unknown). Unless
@@ -150,5 +151,21 @@ impl Registry {
         while state.running.is_some() {
             self.idle.wait(&mut state);
         }
+    }
+}
+
+/// While a callback runs: on drop, the thread is no longer in it, and a
+/// `zkm_callback_remove` or `zkm_election_free` waiting for it goes on.
+struct Running<'a> {
+    registry: &'a Registry,
+    /// The election whose callback the thread was running before (none: 0).
+    outer: u64,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        RUNNING_FOR.with(|r| r.set(self.outer));
+        self.registry.state.lock().running = None;
+        self.registry.idle.notify_all();
     }
 }

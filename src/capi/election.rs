@@ -59,7 +59,7 @@ unsafe fn live<'a>(election: *const zkm_election) -> Result<&'a zkm_election, Fa
 /// `ZKM_ERR_NULL`; `ZKM_ERR_INVALID_CONFIG` before anything is sent;
 /// `ZKM_ERR_UNREACHABLE` when no server answered in time;
 /// `ZKM_ERR_ACCESS_DENIED`, `ZKM_ERR_SERVER`, `ZKM_ERR_SPAWN` as their names
-/// say. [`zkm_last_error`](super::errors::zkm_last_error) tells more.
+/// say. `zkm_last_error()` tells more.
 ///
 /// ```c
 /// zkm_election *election = NULL;
