@@ -379,7 +379,8 @@ int main(int argc, char **argv) {
     zkm_snapshot_free(joined);
     /* Told the role held now at once, then every change, in order. */
     struct change_log change_log = {0};
-    zkm_on_change(election, on_change, &change_log, NULL);
+    uint64_t callback = 0;
+    zkm_on_change(election, on_change, &change_log, &callback);
 
     if (!trace.file) {
         /* Asleep until a signal: no polling, no CPU while idle. */
@@ -396,9 +397,11 @@ int main(int argc, char **argv) {
         trace_finish(&trace);
         fclose(trace.file);
     }
+    /* Quiet from here, as the Rust worker, which stops reading changes at the signal. Once it
+     * returns, the callback is not running and never runs again. */
+    zkm_callback_remove(election, callback);
     zkm_resign(election);
     say(ZKM_LOG_INFO, "resigned; my node is deleted");
-    /* Waits for the callback thread: change_log is not touched after this. */
     zkm_election_free(election);
     return 0;
 }

@@ -169,3 +169,95 @@ impl Drop for Running<'_> {
         self.registry.idle.notify_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::role::{Connection, Role};
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    /// What the test callback shares with the test: it signals its start,
+    /// then blocks until released.
+    struct Gate {
+        started: Mutex<Option<mpsc::Sender<()>>>,
+        release: Mutex<bool>,
+        released: Condvar,
+        returned: AtomicBool,
+        calls: AtomicU64,
+    }
+
+    unsafe extern "C" fn blocking(_: *const zkm_role_change, user_data: *mut c_void) {
+        // SAFETY: the test passes a Gate that outlives the registration.
+        let gate = unsafe { &*user_data.cast::<Gate>() };
+        gate.calls.fetch_add(1, Ordering::SeqCst);
+        if let Some(started) = gate.started.lock().take() {
+            let _ = started.send(());
+        }
+        let mut release = gate.release.lock();
+        while !*release {
+            gate.released.wait(&mut release);
+        }
+        gate.returned.store(true, Ordering::SeqCst);
+    }
+
+    fn change() -> RoleChange {
+        RoleChange {
+            old: Role::Offline,
+            new: Role::Slave,
+            member: Some("worker0000000001".into()),
+            masters: Vec::new(),
+            members: Vec::new(),
+            connection: Connection::Connected,
+            at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn removing_waits_for_the_running_callback_and_it_never_runs_again() {
+        let (started_tx, started) = mpsc::channel();
+        let gate = Arc::new(Gate {
+            started: Mutex::new(Some(started_tx)),
+            release: Mutex::new(false),
+            released: Condvar::new(),
+            returned: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
+        });
+        let registry = Registry::new();
+        let mut rust_callback = None;
+        let id = registry.add(blocking, Arc::as_ptr(&gate) as *mut c_void, |f| {
+            rust_callback = Some(f);
+            CallbackId::next()
+        });
+        let mut rust_callback = rust_callback.expect("registered");
+        let callback_thread = thread::spawn(move || {
+            rust_callback(&change());
+            rust_callback(&change()); // after the removal: not called
+        });
+        started
+            .recv_timeout(Duration::from_secs(10))
+            .expect("called");
+        let releaser_gate = gate.clone();
+        let releaser = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            *releaser_gate.release.lock() = true;
+            releaser_gate.released.notify_all();
+        });
+        assert!(registry.remove(id).is_some());
+        assert!(
+            gate.returned.load(Ordering::SeqCst),
+            "remove returned first"
+        );
+        assert!(registry.remove(id).is_none(), "already removed");
+        releaser.join().unwrap();
+        callback_thread.join().unwrap();
+        assert_eq!(
+            gate.calls.load(Ordering::SeqCst),
+            1,
+            "not called after removal"
+        );
+        assert!(!in_callback_of(registry.election));
+    }
+}
