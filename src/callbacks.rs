@@ -6,7 +6,7 @@
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvError, RecvTimeoutError, Sender, TryRecvError};
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crate::role::RoleChange;
@@ -45,7 +45,7 @@ pub(crate) enum Dispatch {
     Subscribe(Sender<RoleChange>),
     /// The election is over: drop every callback and subscriber (so the
     /// subscriptions disconnect once they have read what was sent before),
-    /// and any registered later.
+    /// and end the thread.
     Close,
     /// Tell every callback and subscriber, in the order they were registered.
     Change(RoleChange),
@@ -57,25 +57,25 @@ enum Listener {
     Subscriber(Sender<RoleChange>),
 }
 
-/// Starts the callback thread. It ends when every sender is dropped, after
-/// running what was already sent.
-pub(crate) fn spawn() -> std::io::Result<Sender<Dispatch>> {
+/// Starts the callback thread. It ends at [`Dispatch::Close`] or when every
+/// sender is dropped, after running what was sent before; the handle lets the
+/// election's owner wait for that, so that no thread of a dropped election
+/// outlives it.
+pub(crate) fn spawn() -> std::io::Result<(Sender<Dispatch>, JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel::<Dispatch>();
-    thread::Builder::new()
+    let thread = thread::Builder::new()
         .name("zk-master-callbacks".into())
         .spawn(move || run(rx))?;
-    Ok(tx)
+    Ok((tx, thread))
 }
 
 fn run(rx: Receiver<Dispatch>) {
     let mut listeners: Vec<Listener> = Vec::new();
-    let mut closed = false;
     // The last change: a new listener is first told the state it describes,
     // as a change from offline, so the role held at join is never missed.
     let mut current: Option<RoleChange> = None;
     for message in rx {
         match message {
-            Dispatch::Register(..) | Dispatch::Subscribe(_) if closed => {}
             Dispatch::Register(id, callback) => {
                 let mut listener = Listener::Callback(id, callback);
                 if tell(&mut listener, current.as_ref().map(replay).as_ref()) {
@@ -91,10 +91,10 @@ fn run(rx: Receiver<Dispatch>) {
             Dispatch::Remove(id) => {
                 listeners.retain(|l| !matches!(l, Listener::Callback(i, _) if *i == id));
             }
-            Dispatch::Close => {
-                closed = true;
-                listeners.clear();
-            }
+            // Dropping the listeners disconnects the subscriptions; later
+            // messages fail to send, and a later subscription reads as
+            // disconnected.
+            Dispatch::Close => return,
             Dispatch::Change(change) => {
                 listeners.retain_mut(|listener| tell(listener, Some(&change)));
                 current = Some(change);
@@ -291,7 +291,7 @@ mod tests {
 
     #[test]
     fn callbacks_and_subscribers_see_the_same_changes_in_order() {
-        let dispatch = spawn().unwrap();
+        let (dispatch, _thread) = spawn().unwrap();
         let (seen_tx, seen) = mpsc::channel();
         let first = seen_tx.clone();
         dispatch
@@ -330,7 +330,7 @@ mod tests {
 
     #[test]
     fn removed_callbacks_and_dropped_subscriptions_hear_no_more() {
-        let dispatch = spawn().unwrap();
+        let (dispatch, _thread) = spawn().unwrap();
         let (seen_tx, seen) = mpsc::channel();
         let id = CallbackId::next();
         dispatch
@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn closing_disconnects_subscriptions_after_what_was_sent() {
-        let dispatch = spawn().unwrap();
+        let (dispatch, _thread) = spawn().unwrap();
         let (subscriber, subscription) = Subscription::new();
         dispatch.send(Dispatch::Subscribe(subscriber)).unwrap();
         dispatch
@@ -368,7 +368,8 @@ mod tests {
             .unwrap();
         dispatch.send(Dispatch::Close).unwrap();
         let (subscriber, late) = Subscription::new();
-        dispatch.send(Dispatch::Subscribe(subscriber)).unwrap();
+        // Fails once the thread has ended; the subscriber goes with it.
+        let _ = dispatch.send(Dispatch::Subscribe(subscriber));
         let changes: Vec<Role> = subscription.into_iter().map(|c| c.new).collect();
         assert_eq!(changes, [Role::Offline]);
         assert_eq!(

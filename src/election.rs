@@ -23,7 +23,9 @@ use crate::state::Shared;
 /// [`Election::join`] registers the member; from then on a thread of the
 /// library keeps the session, watches the group and updates the role. Every
 /// method takes `&self` and may be called from any thread, including from a
-/// role-change callback. Dropping the handle resigns.
+/// role-change callback. Dropping the handle resigns, then waits for a
+/// callback that is running to return (unless the drop happens inside one),
+/// so that no thread of the election outlives it.
 ///
 /// ```no_run
 /// use zk_master::{Config, Election};
@@ -42,6 +44,8 @@ pub struct Election {
     inputs: Sender<Message>,
     dispatch: Sender<Dispatch>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Joined on drop, so that no thread of the election outlives its handle.
+    callback_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Election {
@@ -82,7 +86,7 @@ impl Election {
         };
         let shared = Arc::new(Shared::new());
         let (inputs, messages) = mpsc::channel();
-        let dispatch = callbacks::spawn().map_err(thread_error("callbacks"))?;
+        let (dispatch, callback_thread) = callbacks::spawn().map_err(thread_error("callbacks"))?;
         let backend_inputs = inputs.clone();
         // Runs on the backend's threads: a channel send only.
         let sink: InputSink = Arc::new(move |input| {
@@ -110,6 +114,7 @@ impl Election {
                 inputs,
                 dispatch,
                 thread: Mutex::new(Some(thread)),
+                callback_thread: Mutex::new(Some(callback_thread)),
             }),
             Ok(Err(e)) => {
                 let _ = thread.join();
@@ -399,6 +404,16 @@ impl Election {
 impl Drop for Election {
     fn drop(&mut self) {
         self.resign();
+        // Resigning closed the callback thread already, unless it was
+        // resigned before it had an election thread (the unit tests' handle).
+        let _ = self.dispatch.send(Dispatch::Close);
+        // A handle dropped by one of its own callbacks cannot wait for
+        // itself: that thread ends when the callback returns.
+        if let Some(callbacks) = self.callback_thread.lock().take() {
+            if callbacks.thread().id() != thread::current().id() {
+                let _ = callbacks.join();
+            }
+        }
     }
 }
 
@@ -419,11 +434,13 @@ mod tests {
 
     /// A handle with its callback thread but no election thread, fed by hand.
     fn detached() -> Election {
+        let (dispatch, callback_thread) = callbacks::spawn().expect("callback thread");
         Election {
             shared: Arc::new(Shared::new()),
             inputs: mpsc::channel().0,
-            dispatch: callbacks::spawn().expect("callback thread"),
+            dispatch,
             thread: Mutex::new(None),
+            callback_thread: Mutex::new(Some(callback_thread)),
         }
     }
 

@@ -3,10 +3,16 @@
 //! readers do. -->
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+// Safe Rust throughout; only the C API (feature `capi`) needs `unsafe`, and
+// allows it in its own module.
+#![cfg_attr(not(feature = "capi"), forbid(unsafe_code))]
+#![cfg_attr(feature = "capi", deny(unsafe_code))]
 
 mod backend;
 mod callbacks;
+#[cfg(feature = "capi")]
+#[allow(unsafe_code)]
+pub mod capi;
 mod config;
 mod core;
 mod driver;

@@ -1,7 +1,7 @@
 //! The example worker as a child process, with its log lines readable one by one.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
@@ -99,7 +99,13 @@ impl Worker {
 
     /// Starts a worker with these arguments.
     pub fn spawn_with(args: &[&str]) -> Worker {
-        let mut child = Command::new(worker_binary())
+        Worker::spawn_binary(&worker_binary(), args, "worker")
+    }
+
+    /// Starts another build of the worker (the C one) with these arguments, its log lines
+    /// echoed as `[label] line`.
+    pub fn spawn_binary(binary: &Path, args: &[&str], label: &'static str) -> Worker {
+        let mut child = Command::new(binary)
             .args(args)
             .env("RUST_LOG", "info,zookeeper=warn")
             .stdin(Stdio::null())
@@ -110,7 +116,7 @@ impl Worker {
         let stderr = child.stderr.take().expect("stderr");
         Worker {
             child,
-            log: LogLines::follow(stderr, "worker"),
+            log: LogLines::follow(stderr, label),
         }
     }
 
