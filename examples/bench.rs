@@ -1,17 +1,14 @@
-//! Benchmarks of zk-master against a real standalone ZooKeeper server started by the test
-//! harness (tests/common/mod.rs): cost of `is_master()`, join latency, graceful takeover
+//! Benchmarks of zk-master against a real standalone ZooKeeper server started with the
+//! `testing` feature (`zk_master::testing`): cost of `is_master()`, join latency, graceful takeover
 //! latency, and memory and threads per member.
 //!
 //! ```text
-//! cargo run --release --example bench
-//! cargo run --release --example bench -- --connect 127.0.0.1:2181   # use a running server
+//! cargo run --release --features testing --example bench
+//! cargo run --release --features testing --example bench -- --connect 127.0.0.1:2181   # use a running server
 //! ```
 //!
 //! Every loop is bounded. Latencies are wall-clock (`Instant`, monotonic) on this machine;
 //! the numbers are medians because the machine is small and noisy.
-
-#[path = "../tests/common/mod.rs"]
-mod common;
 
 use std::fs;
 use std::hint::black_box;
@@ -46,7 +43,7 @@ fn main() {
     // Keep the server alive for the whole run; `None` when a server was given.
     let server = if connect.is_none() {
         eprintln!("starting a standalone ZooKeeper server ...");
-        Some(common::ZkServer::start())
+        Some(zk_master::testing::ZkServer::start())
     } else {
         None
     };

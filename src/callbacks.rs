@@ -168,6 +168,10 @@ impl Subscription {
     /// Waits for the next change. Errs once the election is over and every
     /// change was read.
     ///
+    /// # Errors
+    /// [`RecvError`] once the election is over (resigned or dropped) and every change was read.
+    ///
+    /// # Example
     /// ```no_run
     /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
     /// let changes = election.subscribe();
@@ -181,6 +185,11 @@ impl Subscription {
 
     /// The next change if one is waiting: never blocks.
     ///
+    /// # Errors
+    /// [`TryRecvError::Empty`] when no change is waiting; [`TryRecvError::Disconnected`] once the
+    /// election is over and every change was read.
+    ///
+    /// # Example
     /// ```no_run
     /// use std::sync::mpsc::TryRecvError;
     /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
@@ -198,6 +207,11 @@ impl Subscription {
     /// Waits at most `timeout` for the next change. A timeout too long for
     /// the clock (such as [`Duration::MAX`]) waits like [`recv`](Self::recv).
     ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`] when no change came in time;
+    /// [`RecvTimeoutError::Disconnected`] once the election is over and every change was read.
+    ///
+    /// # Example
     /// ```no_run
     /// use std::sync::mpsc::RecvTimeoutError;
     /// use std::time::Duration;

@@ -258,6 +258,10 @@ impl Config {
     /// Checks every field and names the first bad one. Nothing is sent to any
     /// server.
     ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the first unusable field, its value and why.
+    ///
+    /// # Example
     /// ```
     /// use zk_master::{Config, Error};
     ///

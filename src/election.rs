@@ -55,6 +55,17 @@ impl Election {
     /// connect timeout has passed without a server answering; a bad
     /// configuration gives [`Error::InvalidConfig`] before anything is sent.
     ///
+    /// # Errors
+    /// - [`Error::InvalidConfig`]: a field of `config` is unusable; nothing was sent.
+    /// - [`Error::Unreachable`]: no server completed a session handshake within the connect
+    ///   timeout (the library retries until then).
+    /// - [`Error::AccessDenied`]: the group's ACL, or a parent's, does not admit these
+    ///   credentials; reported at once, without retrying.
+    /// - [`Error::Server`]: a server refused or failed an operation (such as creating the group
+    ///   path) for another reason.
+    /// - [`Error::Spawn`]: the operating system refused to start one of the library's threads.
+    ///
+    /// # Example
     /// ```no_run
     /// use std::time::Duration;
     /// use zk_master::{Config, Election};
@@ -343,6 +354,11 @@ impl Election {
     /// session: the node is deleted (so the next member takes over at once)
     /// and a new one created.
     ///
+    /// # Errors
+    /// [`Error::Resigned`] once the election was resigned: there is no queue to go back to.
+    /// Without a connection the call succeeds: the member joins at the back when it can.
+    ///
+    /// # Example
     /// ```no_run
     /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
     /// if election.is_master() {

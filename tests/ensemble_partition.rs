@@ -221,7 +221,7 @@ struct Run {
 fn one_run(ensemble: &Ensemble, k: usize, rng: &mut Rng, traces: &TraceDir) -> Run {
     ensemble.wait_quorum();
     let leader = ensemble.leader().expect("a leader");
-    let followers: Vec<usize> = (0..ensemble.len())
+    let followers: Vec<usize> = (0..ensemble.size())
         .filter(|&i| ensemble.mode(i).as_deref() == Some("follower"))
         .collect();
     assert!(!followers.is_empty(), "no follower");
@@ -338,7 +338,7 @@ fn follower_partition(sync_limit: u32) {
         .sync_limit(sync_limit)
         .peer_proxies(true)
         .start();
-    for i in 0..ensemble.len() {
+    for i in 0..ensemble.size() {
         assert!(
             ensemble.peer_connections(i) > 0,
             "server {i} talks to its peers around the proxies"

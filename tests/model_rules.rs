@@ -281,7 +281,7 @@ fn a_silent_session_expires_one_timeout_after_it_was_last_heard() {
 /// Read here from the server's `cons` (`to=`): the `zookeeper` crate does not expose the
 /// ConnectResponse's timeout; the library's relay does (`Election::session_timeout`, checked
 /// with other bounds by `a_clamped_session_timeout_is_reported_and_the_largest_data_fits` in
-/// tests/election.rs). Every schedule of the simulator relies on it: its 5 s sessions are
+/// tests/connection.rs). Every schedule of the simulator relies on it: its 5 s sessions are
 /// granted 4 s, and the core computes its lease from the granted timeout.
 #[test]
 fn the_granted_timeout_is_clamped_to_two_and_twenty_ticks() {

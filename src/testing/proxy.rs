@@ -18,6 +18,17 @@
 //! [`Proxy::cut`] closes every current connection (both ends see EOF), then applies a mode.
 //! Dropping the proxy stops all of its threads and closes every connection; every thread checks
 //! for that at least every [`TICK`], so the drop takes about that long.
+//!
+//! ```no_run
+//! use zk_master::testing::proxy::{Mode, Proxy};
+//! use zk_master::testing::ZkServer;
+//!
+//! let server = ZkServer::start();
+//! let proxy = Proxy::to_port(server.port());
+//! let config = zk_master::Config::new(proxy.connect_string());
+//! proxy.set(Mode::Blackhole); // a partition between the client and its server
+//! proxy.cut(Mode::Pass); // every connection closed, new ones pass
+//! ```
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
@@ -28,16 +39,34 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// Longest a proxy thread goes without looking at the mode and the stop flag.
+///
+/// ```no_run
+/// use zk_master::testing::{proxy::{Mode, Proxy}, ZkServer};
+/// let proxy = Proxy::to_port(2181);
+/// drop(proxy); // takes about TICK
+/// ```
 pub const TICK: Duration = Duration::from_millis(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const CHUNK: usize = 16 * 1024;
 
 /// What the proxy does with the traffic.
+///
+/// ```no_run
+/// use zk_master::testing::{proxy::{Mode, Proxy}, ZkServer};
+/// let proxy = Proxy::to_port(2181);
+/// proxy.set(Mode::Delay(std::time::Duration::from_millis(50)));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Forward everything.
     Pass,
+    /// Forward each chunk this much later, in order.
     Delay(Duration),
+    /// A network partition: connections stay open, nothing moves either way, new connections
+    /// are accepted but reach the target only after the blackhole ends.
     Blackhole,
+    /// Accept new connections and close them at once, like a server that is down; current
+    /// connections go on.
     Refuse,
 }
 
@@ -97,6 +126,15 @@ impl Shared {
 }
 
 /// A switchable TCP proxy from a free port on 127.0.0.1 to a target on loopback.
+///
+/// ```no_run
+/// use zk_master::testing::{proxy::{Mode, Proxy}, ZkServer};
+/// let server = ZkServer::start();
+/// let proxy = Proxy::to_port(server.port());
+/// let config = zk_master::Config::new(proxy.connect_string());
+/// // ... join through the proxy, then partition the member from its server:
+/// proxy.set(Mode::Blackhole);
+/// ```
 pub struct Proxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
@@ -105,6 +143,11 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts a proxy to `target` (which must be on loopback) in [`Mode::Pass`].
+    ///
+    /// ```no_run
+    /// use zk_master::testing::{proxy::{Mode, Proxy}, ZkServer};
+    /// let proxy = Proxy::start(([127, 0, 0, 1], 2181).into());
+    /// ```
     pub fn start(target: SocketAddr) -> Proxy {
         assert!(
             target.ip().is_loopback(),
@@ -136,32 +179,69 @@ impl Proxy {
     }
 
     /// Starts a proxy to `127.0.0.1:port`.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::{proxy::{Mode, Proxy}, ZkServer};
+    /// let server = ZkServer::start();
+    /// let proxy = Proxy::to_port(server.port());
+    /// ```
     pub fn to_port(port: u16) -> Proxy {
         Proxy::start(SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     /// Where clients connect.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::{proxy::{Mode, Proxy}, ZkServer};
+    /// let proxy = Proxy::to_port(2181);
+    /// assert!(proxy.addr().ip().is_loopback());
+    /// ```
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// `"127.0.0.1:PORT"` of the proxy.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::{proxy::{Mode, Proxy}, ZkServer};
+    /// let proxy = Proxy::to_port(2181);
+    /// let config = zk_master::Config::new(proxy.connect_string());
+    /// ```
     pub fn connect_string(&self) -> String {
         self.addr.to_string()
     }
 
     /// The current mode.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::{proxy::{Mode, Proxy}, ZkServer};
+    /// let proxy = Proxy::to_port(2181);
+    /// assert_eq!(proxy.mode(), Mode::Pass);
+    /// ```
     pub fn mode(&self) -> Mode {
         self.shared.mode()
     }
 
     /// Switches every connection, current and future.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::{proxy::{Mode, Proxy}, ZkServer};
+    /// let proxy = Proxy::to_port(2181);
+    /// proxy.set(Mode::Blackhole);
+    /// proxy.set(Mode::Pass);
+    /// ```
     pub fn set(&self, mode: Mode) {
         self.shared.mode.store(encode(mode), Ordering::SeqCst);
     }
 
     /// Closes every current connection, then switches to `then` ([`Mode::Pass`] to let clients
     /// reconnect at once, [`Mode::Refuse`] to keep them out).
+    ///
+    /// ```no_run
+    /// use zk_master::testing::{proxy::{Mode, Proxy}, ZkServer};
+    /// let proxy = Proxy::to_port(2181);
+    /// proxy.cut(Mode::Pass); // clients reconnect at once
+    /// ```
     pub fn cut(&self, then: Mode) {
         // The mode first, so a client that reconnects at once meets it.
         self.set(then);
@@ -169,6 +249,12 @@ impl Proxy {
     }
 
     /// How many connections were accepted so far.
+    ///
+    /// ```no_run
+    /// use zk_master::testing::{proxy::{Mode, Proxy}, ZkServer};
+    /// let proxy = Proxy::to_port(2181);
+    /// assert_eq!(proxy.connections(), 0);
+    /// ```
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Ordering::SeqCst)
     }
