@@ -1,4 +1,5 @@
-//! The C API from C: the checked-in header against the code, the C example
+//! The C API from C: the checked-in header against the code (and against the
+//! symbols the shared library exports), the C example
 //! worker against the Rust one (a takeover each way, seen through the C
 //! callback), error codes, NULL arguments and freeing from a callback
 //! (`tests/c/checks.c`), the README's C program, and the C worker under
@@ -48,6 +49,27 @@ fn the_checked_in_header_is_what_cbindgen_generates() {
         "include/zk_master.h differs from what cbindgen generates from src/capi: \
          run `ZK_MASTER_BLESS=1 cargo test --test c_api header` and commit it"
     );
+}
+
+#[test]
+fn every_function_the_library_exports_is_declared_in_the_header() {
+    let so = built().lib_dir.join("libzk_master.so");
+    let nm = run(Command::new("nm").args(["-D", "--defined-only"]).arg(&so));
+    let exported: Vec<String> = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(2))
+        .filter(|name| name.starts_with("zkm_"))
+        .map(str::to_owned)
+        .collect();
+    let header = std::fs::read_to_string(Path::new(MANIFEST_DIR).join("include/zk_master.h"))
+        .expect("header");
+    assert!(exported.len() >= 20, "too few exports: {exported:?}");
+    for name in &exported {
+        assert!(
+            header.contains(&format!(" {name}(")),
+            "{name} is not declared in the header"
+        );
+    }
 }
 
 /// Where the C libraries and programs are built.
