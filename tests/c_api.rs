@@ -2,8 +2,8 @@
 //! symbols the shared library exports), the C example
 //! worker against the Rust one (a takeover each way, seen through the C
 //! callback), error codes, NULL arguments and freeing from a callback
-//! (`tests/c/checks.c`), the README's C program, and the C worker under
-//! valgrind.
+//! (`tests/c/checks.c`), the README's C program, and the C worker and
+//! checks under valgrind.
 //!
 //! The tests build the C libraries themselves (`cargo rustc --features capi
 //! --crate-type cdylib --crate-type staticlib`, into `<target>/capi` so as not
