@@ -364,13 +364,17 @@ impl Core {
         let Some((session, conn)) = self.watcher.connected() else {
             return;
         };
-        let rank = self.node.own().and_then(|own| self.group.position(&own.name));
+        let rank = self
+            .node
+            .own()
+            .and_then(|own| self.group.position(&own.name));
         let wanted: Vec<String> = match rank {
-            Some(rank) => self.group.order[rank.saturating_sub(self.settings.masters)..rank]
+            Some(rank) if rank >= self.settings.masters => self.group.order
+                [rank - self.settings.masters..rank]
                 .iter()
                 .map(|name| format!("{}/{name}", self.settings.group))
                 .collect(),
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         self.group
             .ahead
