@@ -20,6 +20,11 @@
 
 // The largest member data [`zkm_config_set_data`] takes, in bytes (a
 // literal, so that cbindgen can write it; a test keeps it equal to Rust's).
+//
+// ```c
+// if (len > ZKM_MAX_DATA_LEN)
+//     return -1; /* zkm_config_set_data would refuse it */
+// ```
 #define ZKM_MAX_DATA_LEN ((1024 * 1024) - 4096)
 
 // What every fallible `zkm_` function returns. `ZKM_OK` is 0; every other

@@ -68,6 +68,7 @@ pub struct Config {
     pub(crate) data: Vec<u8>,
     pub(crate) credentials: Option<Credentials>,
     pub(crate) readable_by_anyone: bool,
+    pub(crate) herd_free: bool,
 }
 
 /// ZooKeeper digest credentials, `user:password`. Their `Debug` hides the password.
@@ -109,6 +110,7 @@ impl Config {
             data: b"1".to_vec(),
             credentials: None,
             readable_by_anyone: true,
+            herd_free: false,
         }
     }
 
@@ -148,6 +150,30 @@ impl Config {
     #[must_use = "a Config builder method returns the new Config; the old one is moved"]
     pub fn masters(mut self, n: usize) -> Config {
         self.masters = n;
+        self
+    }
+
+    /// Herd-free mode, for large groups. By default every member watches the
+    /// whole group, so it learns of every change at once: a slave is told
+    /// when the masters change, and [`Election::members`](crate::Election::members)
+    /// is always current; but every change wakes every member, which reads the
+    /// whole group (the "herd": a takeover in a group of `m` members costs `m`
+    /// notifications and `m` reads of `m` names). With `herd_free(true)` a
+    /// member watches only the `n` members just ahead of it (`n` =
+    /// [`masters`](Self::masters)), as the ZooKeeper recipe and Curator's
+    /// `LeaderLatch` do: a member leaving wakes at most the `n` members behind
+    /// it, whatever the group's size. The promise is the same in both modes;
+    /// what a member does not watch it does not learn of: its masters and
+    /// members are as of its last read of the group, and a slave is told of new
+    /// masters only when its own place changes. Default `false`.
+    ///
+    /// ```
+    /// let config = zk_master::Config::new("127.0.0.1:2181").herd_free(true);
+    /// assert!(config.validate().is_ok());
+    /// ```
+    #[must_use = "a Config builder method returns the new Config; the old one is moved"]
+    pub fn herd_free(mut self, on: bool) -> Config {
+        self.herd_free = on;
         self
     }
 

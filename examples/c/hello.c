@@ -10,7 +10,7 @@ static void on_change(const zkm_role_change *change, void *user_data) {
     (void)user_data;
     if (change->new_role == ZKM_ROLE_MASTER)
         printf("I've become master!\n");
-    else if (change->masters_len > 0)
+    else if (change->new_role == ZKM_ROLE_SLAVE && change->masters_len > 0)
         printf("[%s] is masters, I'm slave\n", change->masters[0].name);
     fflush(stdout);
 }

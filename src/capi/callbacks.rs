@@ -260,4 +260,47 @@ mod tests {
         );
         assert!(!in_callback_of(registry.election));
     }
+
+    #[test]
+    fn closing_waits_for_the_running_callback_and_stops_every_callback() {
+        let (started_tx, started) = mpsc::channel();
+        let gate = Arc::new(Gate {
+            started: Mutex::new(Some(started_tx)),
+            release: Mutex::new(false),
+            released: Condvar::new(),
+            returned: AtomicBool::new(false),
+            calls: AtomicU64::new(0),
+        });
+        let registry = Registry::new();
+        let mut callbacks = Vec::new();
+        for _ in 0..2 {
+            registry.add(blocking, Arc::as_ptr(&gate) as *mut c_void, |f| {
+                callbacks.push(f);
+                CallbackId::next()
+            });
+        }
+        let callback_thread = thread::spawn(move || {
+            for callback in &mut callbacks {
+                callback(&change()); // the second one runs after the close: not called
+            }
+        });
+        started
+            .recv_timeout(Duration::from_secs(10))
+            .expect("called");
+        let releaser_gate = gate.clone();
+        let releaser = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            *releaser_gate.release.lock() = true;
+            releaser_gate.released.notify_all();
+        });
+        registry.close();
+        assert!(gate.returned.load(Ordering::SeqCst), "close returned first");
+        releaser.join().unwrap();
+        callback_thread.join().unwrap();
+        assert_eq!(
+            gate.calls.load(Ordering::SeqCst),
+            1,
+            "nothing runs after close"
+        );
+    }
 }

@@ -387,6 +387,11 @@ pub unsafe extern "C" fn zkm_config_validate(config: *const zkm_config) -> zkm_r
 
 /// The largest member data [`zkm_config_set_data`] takes, in bytes (a
 /// literal, so that cbindgen can write it; a test keeps it equal to Rust's).
+///
+/// ```c
+/// if (len > ZKM_MAX_DATA_LEN)
+///     return -1; /* zkm_config_set_data would refuse it */
+/// ```
 pub const ZKM_MAX_DATA_LEN: usize = 1024 * 1024 - 4096;
 
 #[cfg(test)]

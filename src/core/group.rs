@@ -25,6 +25,9 @@ pub(super) struct Group {
     blocked: bool,
     refresh: Refresh,
     own_watch: OwnWatch,
+    /// Herd-free mode: the members just ahead of ours whose deletion is
+    /// watched (or asked to be) in the watcher session, by path.
+    ahead: Vec<(SessionId, String)>,
     /// Bumped when this member registers a node: a read sent before then
     /// may show another node of the same name (names come back once the
     /// group is deleted by hand), so it must not give the new node a rank.
@@ -84,6 +87,7 @@ impl Group {
     pub(super) fn watcher_connected(&mut self) {
         self.stale = true;
         self.own_watch = OwnWatch::None;
+        self.ahead.clear();
     }
 
     fn position(&self, name: &str) -> Option<usize> {
@@ -115,9 +119,11 @@ impl Core {
             self.group.stale = false;
             self.group.refresh = Refresh::Listing;
             self.group.read_epoch = self.group.epoch;
+            // Herd-free, the group is read but not watched: the members
+            // just ahead are (see `watch_ahead`).
             let op = Op::Children {
                 path: self.settings.group.clone(),
-                watch: true,
+                watch: !self.settings.herd_free,
             };
             self.send(session, conn, op, Why::ListGroup, now);
         }
@@ -152,6 +158,7 @@ impl Core {
         self.group.refresh = Refresh::Idle;
         self.group.stale = true;
         self.group.own_watch = OwnWatch::None;
+        self.group.ahead.clear();
         self.note_failure(why);
     }
 
@@ -162,6 +169,8 @@ impl Core {
                 self.group.own_watch = OwnWatch::None;
             }
         }
+        // A watch fires once: one on a member ahead must be set again.
+        self.group.ahead.retain(|(_, p)| p != path);
         self.group.stale = true;
     }
 
@@ -206,7 +215,7 @@ impl Core {
                 }
                 self.group.refresh = Refresh::Idle;
                 self.group.data.clear();
-                self.apply_order(Vec::new(), false);
+                self.apply_order(Vec::new(), false, now);
                 // Our node went with it; registering again recreates the group.
                 self.step_down_from_deleted_node(now);
                 self.group.stale = false;
@@ -276,7 +285,7 @@ impl Core {
                 };
                 self.send(session, conn, op, Why::ListClaims, now);
             }
-            _ => self.apply_order(order, false),
+            _ => self.apply_order(order, false, now),
         }
     }
 
@@ -304,6 +313,13 @@ impl Core {
                 if !orphaned.is_empty() {
                     log::info!("waiting for {orphaned:?} to step down: their nodes are gone");
                 }
+                if self.settings.herd_free {
+                    // The group is not watched: watch what can end the wait.
+                    // The claims are (their deletion); the nodes they name
+                    // may only be newer than our read.
+                    let orphaned: Vec<String> = orphaned.iter().map(|c| c.to_string()).collect();
+                    self.watch_claimed(&orphaned, now);
+                }
                 !orphaned.is_empty()
             }
             Err(Failure::NoNode) => false,
@@ -313,7 +329,7 @@ impl Core {
                 true
             }
         };
-        self.apply_order(order, blocked);
+        self.apply_order(order, blocked, now);
     }
 
     /// Whether the read in progress was sent after our node was registered;
@@ -327,12 +343,115 @@ impl Core {
         false
     }
 
-    fn apply_order(&mut self, order: Vec<String>, blocked: bool) {
+    fn apply_order(&mut self, order: Vec<String>, blocked: bool, now: Instant) {
         self.group.order_epoch = self.group.read_epoch;
         self.group.order = order;
         self.group.members = self.group.members_read();
         self.group.blocked = blocked;
         self.group.refresh = Refresh::Idle;
+        if self.settings.herd_free {
+            self.watch_ahead(now);
+        }
+    }
+
+    /// Herd-free mode: watches the deletion of the `masters` members just
+    /// ahead of ours. Only a member leaving can bring ours closer to the
+    /// front (new ones join at the back), and while more than `masters` are
+    /// ahead, one leaving from further ahead leaves `masters` ahead: so our
+    /// role can change only when one of these goes, and then we read the
+    /// group again. A master has none ahead to watch.
+    fn watch_ahead(&mut self, now: Instant) {
+        let Some((session, conn)) = self.watcher.connected() else {
+            return;
+        };
+        let rank = self
+            .node
+            .own()
+            .and_then(|own| self.group.position(&own.name));
+        let wanted: Vec<String> = match rank {
+            Some(rank) if rank >= self.settings.masters => self.group.order
+                [rank - self.settings.masters..rank]
+                .iter()
+                .map(|name| format!("{}/{name}", self.settings.group))
+                .collect(),
+            _ => Vec::new(),
+        };
+        self.group
+            .ahead
+            .retain(|(s, path)| *s == session && wanted.contains(path));
+        for path in wanted {
+            if self.group.ahead.iter().any(|(_, p)| *p == path) {
+                continue;
+            }
+            self.group.ahead.push((session, path.clone()));
+            let op = Op::Exists {
+                path: path.clone(),
+                watch: true,
+            };
+            self.send(session, conn, op, Why::WatchAhead { path }, now);
+        }
+    }
+
+    /// Herd-free mode: a watch on the member node each orphaned claim names.
+    /// If that node is there (made after our read), the group is read again;
+    /// if not, its creation will fire the watch.
+    fn watch_claimed(&mut self, claims: &[String], now: Instant) {
+        let Some((session, conn)) = self.watcher.connected() else {
+            return;
+        };
+        for claim in claims {
+            let Some((czxid, name)) = claim.split_once('-') else {
+                continue;
+            };
+            let Ok(czxid) = i64::from_str_radix(czxid, 16) else {
+                continue;
+            };
+            let path = format!("{}/{name}", self.settings.group);
+            let op = Op::Exists {
+                path: path.clone(),
+                watch: true,
+            };
+            self.send(session, conn, op, Why::WatchClaimed { path, czxid }, now);
+        }
+    }
+
+    /// The node an orphaned claim names: if it is the very node the claim
+    /// was made for, the claim is not orphaned after all: read again.
+    pub(super) fn on_claimed_watched(
+        &mut self,
+        czxid: i64,
+        result: Result<Answer, Failure>,
+        now: Instant,
+    ) {
+        match result {
+            Ok(Answer::Stat(Some(stat))) if stat.czxid == czxid => self.group.stale = true,
+            Ok(Answer::Stat(_)) => {}
+            Err(e) => self.lose_watcher(&format!("exists failed: {e:?}"), now),
+            Ok(other) => log::error!("unexpected answer to exists: {other:?}"),
+        }
+    }
+
+    /// The watch on a member ahead is set; if that member is already gone,
+    /// the group is read again.
+    pub(super) fn on_ahead_watched(
+        &mut self,
+        session: SessionId,
+        path: String,
+        result: Result<Answer, Failure>,
+        now: Instant,
+    ) {
+        if !self.group.ahead.contains(&(session, path.clone())) {
+            return;
+        }
+        match result {
+            Ok(Answer::Stat(Some(_))) => {}
+            Ok(Answer::Stat(None)) => {
+                self.group.ahead.retain(|(_, p)| *p != path);
+                self.group.stale = true;
+            }
+            Err(e) => self.lose_watcher(&format!("exists failed: {e:?}"), now),
+            Ok(other) => log::error!("unexpected answer to exists: {other:?}"),
+        }
     }
 
     /// Member nodes of sessions we gave up, and any other node of the current

@@ -66,6 +66,8 @@ pub(crate) struct Settings {
     /// How long the first join may take.
     pub(crate) connect_timeout: Duration,
     pub(crate) lease_margin: Option<Duration>,
+    /// Watch only the members just ahead instead of the whole group.
+    pub(crate) herd_free: bool,
     /// A deliberate defect, for the simulator to prove it can fail.
     #[cfg(test)]
     pub(crate) mutant: Mutant,
@@ -83,6 +85,7 @@ impl Settings {
             session_timeout: config.session_timeout,
             connect_timeout: config.connect_timeout,
             lease_margin: config.lease_margin,
+            herd_free: config.herd_free,
             #[cfg(test)]
             mutant: Mutant::None,
         }
@@ -172,6 +175,16 @@ enum Why {
     ListClaims,
     WatchOwn {
         path: String,
+    },
+    /// Herd-free mode: a deletion watch on a member just ahead of ours.
+    WatchAhead {
+        path: String,
+    },
+    /// Herd-free mode: a watch on the member node an orphaned claim names
+    /// (created by transaction `czxid`), which may just be newer than our read.
+    WatchClaimed {
+        path: String,
+        czxid: i64,
     },
 }
 
@@ -534,6 +547,8 @@ impl Core {
             Why::ReadMember { name } => self.on_member_read(name, result, now),
             Why::ListClaims => self.on_claims_listed(result, now),
             Why::WatchOwn { path } => self.on_own_watched(session, path, result, now),
+            Why::WatchAhead { path } => self.on_ahead_watched(session, path, result, now),
+            Why::WatchClaimed { czxid, .. } => self.on_claimed_watched(czxid, result, now),
         }
     }
 

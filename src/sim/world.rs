@@ -130,6 +130,8 @@ impl World {
             session_timeout,
             connect_timeout: Duration::from_secs(3600),
             lease_margin: None,
+            // Both modes on every mix; from the seed, so no other draw moves.
+            herd_free: seed % 2 == 1,
             mutant: mix.mutant,
         };
         let members = (0..count)
