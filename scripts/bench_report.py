@@ -166,8 +166,8 @@ def main():
         big = sizes[-1]
         ratio = med(big["takeover_ms"]) / med(two["takeover_ms"])
         if big.get("capped_at") is not None:
-            label = (f"{big['capped_at']} members (largest measured: {big['members']:,} "
-                     f"capped by the join budget)")
+            label = (f"{big['capped_at']} members (the largest reached: {big['capped_at']} of "
+                     f"{big['members']:,} joined within the join budget)")
         else:
             label = f"{big['members']:,} members" + ("" if big["members"] >= 1000
                                                      else " (largest measured)")
