@@ -159,7 +159,8 @@ pub fn bench_scale(config: &Config, connect: &str, plan: &Plan) -> (Vec<Scale>, 
         let group = config
             .clone()
             .group(format!("{}/{members}", config.get_group()))
-            .session_timeout(SCALE_SESSION);
+            .session_timeout(SCALE_SESSION)
+            .herd_free(plan.herd_free);
         let (result, joined) = scale_one(&group, port, members, plan);
         let capped = result.capped_at.is_some();
         results.push(result);
