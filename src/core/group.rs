@@ -364,7 +364,10 @@ impl Core {
         let Some((session, conn)) = self.watcher.connected() else {
             return;
         };
-        let rank = self.node.own().and_then(|own| self.group.position(&own.name));
+        let rank = self
+            .node
+            .own()
+            .and_then(|own| self.group.position(&own.name));
         let wanted: Vec<String> = match rank {
             Some(rank) => self.group.order[rank.saturating_sub(self.settings.masters)..rank]
                 .iter()
