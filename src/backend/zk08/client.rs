@@ -76,7 +76,7 @@ struct Link {
     /// Counts lost connections: the number of the current connection.
     epoch: AtomicU64,
     connected: AtomicBool,
-    /// The session is gone or the crate gave up; reported once.
+    /// The session is gone (expired, or no client can be made); reported once.
     dead: AtomicBool,
     /// The crate's I/O thread has ended (its state is `Closed`).
     closed: AtomicBool,
