@@ -35,8 +35,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 pub(crate) use io::{
-    Answer, Command, Conn, Failure, Input, Mode, Op, Purpose, RequestId, SessionId, Stat, View,
-    WatchKind,
+    Answer, Command, Conn, Counters, Failure, Input, Mode, Op, Purpose, RequestId, SessionId, Stat,
+    View, WatchKind,
 };
 
 pub(crate) use crate::config::deadline_after as later;
@@ -68,6 +68,10 @@ pub(crate) struct Settings {
     pub(crate) lease_margin: Option<Duration>,
     /// Watch only the members just ahead instead of the whole group.
     pub(crate) herd_free: bool,
+    /// Watch-only mode (an observer): no member session, no node, no claim;
+    /// the group and the claims are read and watched, and the masters are
+    /// told as the members compute them.
+    pub(crate) observe: bool,
     /// A deliberate defect, for the simulator to prove it can fail.
     #[cfg(test)]
     pub(crate) mutant: Mutant,
@@ -86,8 +90,19 @@ impl Settings {
             connect_timeout: config.connect_timeout,
             lease_margin: config.lease_margin,
             herd_free: config.herd_free,
+            observe: false,
             #[cfg(test)]
             mutant: Mutant::None,
+        }
+    }
+
+    /// The settings of an observer of `config`'s group: it watches the
+    /// whole group (herd-free mode is for members) and creates nothing.
+    pub(crate) fn observer(config: &crate::config::Config) -> Settings {
+        Settings {
+            herd_free: false,
+            observe: true,
+            ..Settings::new(config)
         }
     }
 }
@@ -186,6 +201,8 @@ enum Why {
         path: String,
         czxid: i64,
     },
+    /// Watch-only mode: the group does not exist; watch for its creation.
+    WatchGroup,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,8 +257,10 @@ pub(crate) struct Core {
     connection: Connection,
     connection_since: Instant,
     published: Option<View>,
-    /// The role, connection and masters the callbacks were last told of.
-    notified: (Role, Connection, Vec<Member>),
+    /// The role, connection and masters the callbacks were last told of,
+    /// and the members in watch-only mode (where every change is told).
+    notified: (Role, Connection, Vec<Member>, Vec<Member>),
+    counters: Counters,
 }
 
 impl Core {
@@ -278,7 +297,8 @@ impl Core {
             connection: Connection::Lost,
             connection_since: now,
             published: None,
-            notified: (Role::Offline, Connection::Lost, Vec::new()),
+            notified: (Role::Offline, Connection::Lost, Vec::new(), Vec::new()),
+            counters: Counters::default(),
             settings,
         };
         core.step(now);
@@ -354,6 +374,9 @@ impl Core {
         }
         if !matches!(self.phase, Phase::Resigning { .. }) {
             for slot in [&self.member, &self.watcher] {
+                if self.settings.observe && std::ptr::eq(slot, &self.member) {
+                    continue; // never opened
+                }
                 wake.extend(self.slot_timer(slot).map(|(at, _)| at));
             }
             if self.member.connected().is_some() {
@@ -417,7 +440,9 @@ impl Core {
             }
             return self.publish(now);
         }
-        self.step_member(now);
+        if !self.settings.observe {
+            self.step_member(now);
+        }
         self.step_watcher(now);
         let joined = matches!(self.phase, Phase::Joining { .. }) && self.joined(now);
         if joined {
@@ -549,6 +574,7 @@ impl Core {
             Why::WatchOwn { path } => self.on_own_watched(session, path, result, now),
             Why::WatchAhead { path } => self.on_ahead_watched(session, path, result, now),
             Why::WatchClaimed { czxid, .. } => self.on_claimed_watched(czxid, result, now),
+            Why::WatchGroup => self.on_group_watched(result, now),
         }
     }
 
@@ -566,12 +592,16 @@ impl Core {
     /// a change of role, connection or masters.
     fn publish(&mut self, now: Instant) {
         let role = self.role_at(now);
+        let old = self.notified.0;
+        if role != old {
+            self.counters.role_transitions += 1;
+            let lapsed = self.lease_until.is_some_and(|end| now >= end);
+            if old == Role::Master && lapsed {
+                self.counters.lease_lapses += 1;
+            }
+        }
         let members = self.group.members();
-        let masters: Vec<Member> = members
-            .iter()
-            .take(self.settings.masters)
-            .cloned()
-            .collect();
+        let masters = self.masters_of(&members);
         let resigned = matches!(self.phase, Phase::Resigning { .. } | Phase::Done);
         let view = View {
             role,
@@ -588,14 +618,24 @@ impl Core {
             connection_since: self.connection_since,
             session_timeout: self.granted,
             resigned,
+            counters: self.counters,
+            claims: if self.settings.observe && !resigned {
+                self.group.claims.clone()
+            } else {
+                Vec::new()
+            },
         };
         if self.published.as_ref() != Some(&view) {
             self.published = Some(view.clone());
             self.commands.push_back(Command::Publish(view.clone()));
         }
-        let told = (view.role, view.connection, view.masters.clone());
+        let observed = if self.settings.observe {
+            view.members.clone()
+        } else {
+            Vec::new()
+        };
+        let told = (view.role, view.connection, view.masters.clone(), observed);
         if told != self.notified {
-            let old = self.notified.0;
             log::debug!("role {old} -> {role}, connection {}", view.connection);
             self.notified = told;
             self.commands.push_back(Command::Notify(RoleChange {
@@ -607,6 +647,23 @@ impl Core {
                 connection: view.connection,
                 at: now,
             }));
+        }
+    }
+
+    /// The masters `members` (in election order) give: the first N. A
+    /// member promoted while a claim names a node that is gone waits, as
+    /// the member itself does (see `role_at`): an observer, which cannot ask
+    /// it, keeps among the first N only those it already told as masters.
+    fn masters_of(&self, members: &[Member]) -> Vec<Member> {
+        let first = members.iter().take(self.settings.masters);
+        if self.settings.observe && self.group.blocked() {
+            let told = &self.notified.2;
+            first
+                .filter(|m| told.iter().any(|t| t.name() == m.name()))
+                .cloned()
+                .collect()
+        } else {
+            first.cloned().collect()
         }
     }
 }

@@ -132,6 +132,7 @@ impl World {
             lease_margin: None,
             // Both modes on every mix; from the seed, so no other draw moves.
             herd_free: seed % 2 == 1,
+            observe: false,
             mutant: mix.mutant,
         };
         let members = (0..count)
