@@ -32,8 +32,10 @@ pub struct Metrics {
     /// disconnected too long); each costs the member its place in the queue.
     pub session_losses: u64,
     /// Times this member was master and its lease ran out before a renewal
-    /// extended it (a slow or cut-off link to ZooKeeper). A lease that ends
-    /// with the session counts as a session loss instead.
+    /// extended it (a frozen server, a slow or cut-off link). A lease that
+    /// runs out while the member is cut off is counted here; the session
+    /// loss that may follow is counted in `session_losses` too. Stepping down
+    /// for another reason (resign, a node deleted by hand) is no lapse.
     pub lease_lapses: u64,
     /// When a renewal last extended the lease; `None` before the first.
     pub last_renewal: Option<Instant>,
