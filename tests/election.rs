@@ -8,13 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{member_config as config, raw_client, wait_for, ZkServer, SESSION, SOON};
+use common::{
+    children, join, member_config as config, raw_client, wait_for, ZkServer, SESSION, SOON,
+};
 use zk_master::{Config, Election, Error, Role, RoleChange};
-use zookeeper::{Acl, CreateMode, ZooKeeper};
-
-fn join(config: Config) -> Election {
-    Election::join(config).expect("join")
-}
+use zookeeper::{Acl, CreateMode};
 
 fn names(election: &Election) -> Vec<String> {
     election
@@ -22,12 +20,6 @@ fn names(election: &Election) -> Vec<String> {
         .iter()
         .map(|m| m.name().to_owned())
         .collect()
-}
-
-fn children(zk: &ZooKeeper, path: &str) -> Vec<String> {
-    let mut children = zk.get_children(path, false).expect("get_children");
-    children.sort();
-    children
 }
 
 #[test]

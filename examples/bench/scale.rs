@@ -187,13 +187,15 @@ fn scale_one(config: &Config, port: u16, members: usize, plan: &Plan) -> (Scale,
         joined.push(join(config));
     }
     let join_all = start.elapsed();
-    let first = joined.first().map(|m| m.member_name().unwrap_or_default());
-    let agree = |from: usize, master: &Option<String>| {
-        joined[from..]
+    let name_of = |m: &Election| m.member_name().unwrap_or_default();
+    let agree = |joined: &[Election], master: &str| {
+        joined
             .iter()
-            .all(|m| m.masters().first().map(|x| x.name().to_owned()) == *master)
+            .all(|m| m.masters().first().map(|x| x.name()) == Some(master))
     };
-    wait_until("all members to know the master", || agree(0, &first));
+    if let Some(first) = joined.first().map(name_of) {
+        wait_until("all members to know the master", || agree(&joined, &first));
+    }
     let watches = four_letter_word(port, "wchs")
         .unwrap_or_default()
         .lines()
@@ -201,21 +203,26 @@ fn scale_one(config: &Config, port: u16, members: usize, plan: &Plan) -> (Scale,
         .join(" / ");
     let status = proc_status();
 
-    let takeovers = plan.scale_rounds.min(joined.len().saturating_sub(1));
+    // The group keeps its size: after each takeover a new member joins at the back (not timed).
+    let takeovers = if joined.len() >= 2 {
+        plan.scale_rounds
+    } else {
+        0
+    };
     let (mut latencies, mut settle_times, mut deltas) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..takeovers {
+    for _ in 0..takeovers {
         thread::sleep(Duration::from_millis(200));
         let before = counters(port);
         let t0 = Instant::now();
-        joined[round].resign();
+        joined.remove(0).resign();
         assert!(
-            joined[round + 1].wait_until_master(LIMIT),
+            joined[0].wait_until_master(LIMIT),
             "the next member did not take over"
         );
         latencies.push(t0.elapsed());
-        let next = joined[round + 1].member_name();
+        let next = name_of(&joined[0]);
         wait_until("all members to know the new master", || {
-            agree(round + 1, &next)
+            agree(&joined, &next)
         });
         settle_times.push(t0.elapsed());
         // Let the last reads' replies land before reading the counters.
@@ -227,6 +234,10 @@ fn scale_one(config: &Config, port: u16, members: usize, plan: &Plan) -> (Scale,
             after.response_bytes - before.response_bytes,
             received_between(&before.sockets, &after.sockets),
         ]);
+        joined.push(join(config));
+        wait_until("all members to know the newcomer's master", || {
+            agree(&joined, &next)
+        });
     }
     let per = |i: usize| median_f64(&deltas.iter().map(|d: &[f64; 4]| d[i]).collect::<Vec<_>>());
     let result = Scale {
