@@ -250,3 +250,38 @@ fn a_bad_config_is_refused_and_an_unreachable_server_times_out() {
     );
     assert!(start.elapsed() < SOON);
 }
+
+/// Prints how long after a resign the observer tells the new master
+/// (`--nocapture` to see it); a measurement, not a timed assert.
+#[test]
+fn prints_how_soon_the_observer_tells_a_new_master() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let observer = observe(&server, "/latency");
+    let changes = observer.subscribe();
+    let mut members: std::collections::VecDeque<Election> = (0..2)
+        .map(|_| join_with(&server, "/latency", "m"))
+        .collect();
+    let mut lags = Vec::new();
+    for _ in 0..20 {
+        let next = members[1].member_name().unwrap();
+        while changes.try_recv().is_ok() {}
+        let old = members.pop_front().unwrap();
+        let start = std::time::Instant::now();
+        old.resign();
+        loop {
+            let change = changes.recv_timeout(SOON).expect("a change");
+            if change.masters.first().map(|m| m.name()) == Some(next.as_str()) {
+                lags.push(start.elapsed());
+                break;
+            }
+        }
+        members.push_back(join_with(&server, "/latency", "m"));
+    }
+    lags.sort();
+    println!(
+        "observer told the new master after resign(): median {:?}, max {:?} (20 handovers)",
+        lags[lags.len() / 2],
+        lags[lags.len() - 1]
+    );
+}
