@@ -159,7 +159,8 @@ pub fn bench_scale(config: &Config, connect: &str, plan: &Plan) -> (Vec<Scale>, 
         let group = config
             .clone()
             .group(format!("{}/{members}", config.get_group()))
-            .session_timeout(SCALE_SESSION);
+            .session_timeout(SCALE_SESSION)
+            .herd_free(plan.herd_free);
         let (result, joined) = scale_one(&group, port, members, plan);
         let capped = result.capped_at.is_some();
         results.push(result);
@@ -188,9 +189,12 @@ fn scale_one(config: &Config, port: u16, members: usize, plan: &Plan) -> (Scale,
     }
     let join_all = start.elapsed();
     let name_of = |m: &Election| m.member_name().unwrap_or_default();
+    // Herd-free, a slave learns of a new master only when its own place changes: only the
+    // master itself is waited for.
+    let herd_free = plan.herd_free;
     let agree = |joined: &[Election], master: &str| {
-        joined
-            .iter()
+        let told = if herd_free { &joined[..1] } else { joined };
+        told.iter()
             .all(|m| m.masters().first().map(|x| x.name()) == Some(master))
     };
     if let Some(first) = joined.first().map(name_of) {
