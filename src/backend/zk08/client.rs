@@ -436,6 +436,7 @@ impl Calls {
         let stat = |s: zookeeper::Stat| Stat {
             owner: s.ephemeral_owner,
             czxid: s.czxid,
+            ctime: s.ctime,
         };
         match op {
             Op::Create { path, data, mode } => {
