@@ -33,7 +33,7 @@ pub const LIMIT: Duration = Duration::from_secs(15);
 pub const SETTLE: Duration = Duration::from_millis(50);
 
 const USAGE: &str = "usage: bench [--connect HOST:PORT] [--rounds N] [--quick] [--json FILE] \
-[--scale N,N,..] [--scale-rounds N] [--scale-budget-s S] [--scale-only]";
+[--scale N,N,..] [--scale-rounds N] [--scale-budget-s S] [--scale-only] [--herd-free]";
 
 const HELP: &str = "\
 bench: zk-master's benchmarks against a real ZooKeeper server.
@@ -52,6 +52,8 @@ Options:
   --scale-budget-s S    a size whose members take longer than S seconds to join is cut there,
                         and no larger size is tried [default: 120]
   --scale-only          run the scale benchmark alone
+  --herd-free           scale members in herd-free mode (Config::herd_free): a member watches
+                        only the one ahead of it, so slaves are not told of every takeover
 ";
 
 /// What to run, from the flags.
@@ -65,6 +67,8 @@ pub struct Plan {
     pub scale_budget: Duration,
     /// Only the scale benchmark.
     pub scale_only: bool,
+    /// Scale members in herd-free mode (`Config::herd_free`).
+    pub herd_free: bool,
 }
 
 fn main() {
@@ -101,7 +105,8 @@ fn main() {
         write_json(&plan, o.finish());
         // See below: the largest group is left to the process's exit.
         std::mem::forget(last_members);
-        return;
+        drop(server);
+        std::process::exit(0);
     }
 
     // Memory first, while the process is still fresh.
@@ -157,6 +162,7 @@ fn parse_args() -> Result<(Option<String>, Plan), String> {
         scale_rounds: 5,
         scale_budget: Duration::from_secs(120),
         scale_only: false,
+        herd_free: false,
     };
     let (mut rounds, mut scale, mut scale_rounds) = (None, None, None);
     let mut args = std::env::args().skip(1);
@@ -171,6 +177,7 @@ fn parse_args() -> Result<(Option<String>, Plan), String> {
             "--rounds" => rounds = Some(number(value()?)?),
             "--quick" => plan.quick = true,
             "--scale-only" => plan.scale_only = true,
+            "--herd-free" => plan.herd_free = true,
             "--json" => plan.json = Some(value()?),
             "--scale" => {
                 let list = value()?;
