@@ -197,8 +197,8 @@ fn scale_one(config: &Config, port: u16, members: usize, plan: &Plan) -> (Scale,
             .iter()
             .all(|m| m.masters().first().map(|x| x.name()) == Some(master))
     };
-    // Herd-free members learn of masters only when their own place changes: "everyone knows the
-    // master" is then not a state to wait for.
+    // Herd-free, a slave learns of a new master only when its own place changes: "everyone knows
+    // the master" is then not a state to wait for (the new master's own promotion is).
     let everyone_told = !plan.herd_free;
     if let Some(first) = joined.first().map(name_of).filter(|_| everyone_told) {
         wait_until("all members to know the master", || agree(&joined, &first));

@@ -15,10 +15,21 @@
 //!   on: they never block and never panic.
 //! - The crate does not resend credentials after a reconnect: the calls
 //!   thread does, before it reports the connection.
+//! - When the crate gives up (it ends `Closed` once its last ping is older
+//!   than the timeout, however short the outage), the library does not: the
+//!   thread replaces it with a fresh crate client, whose connect request the
+//!   relay rewrites to resume the same session. Only the server's refusal
+//!   (the session expired) loses the session.
 //! - Dropping the client never blocks: its thread closes the crate client
-//!   (which may take as long as the network does), waits for the crate's I/O
-//!   thread to end, and only then drops the relay (a refused connection would
-//!   make the crate spin).
+//!   if it is connected (which may take as long as the network does),
+//!   retires the relay (it connects nowhere any more, so a crate client still
+//!   reconnecting gives up quietly), waits for the crate's I/O thread to end,
+//!   and only then drops the relay (a refused connection would make the
+//!   crate spin).
+//! - A crate client that is not connected is never dropped: its `Drop`
+//!   would try to close the session, fail, and log an ERROR. It is
+//!   forgotten once its I/O thread has ended (its own threads are gone by
+//!   then; what stays is a few hundred bytes).
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender, SyncSender};
@@ -26,7 +37,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use zookeeper::{Acl, CreateMode, WatchedEvent, WatchedEventType, ZkError, ZkState, ZooKeeper};
+use zookeeper::{
+    Acl, CreateMode, Subscription, WatchedEvent, WatchedEventType, ZkError, ZkState, ZooKeeper,
+};
 
 use super::relay::{Handshake, Injected, InjectedReply, Relay};
 use crate::backend::InputSink;
@@ -63,7 +76,7 @@ struct Link {
     /// Counts lost connections: the number of the current connection.
     epoch: AtomicU64,
     connected: AtomicBool,
-    /// The session is gone or the crate gave up; reported once.
+    /// The session is gone (expired, or no client can be made); reported once.
     dead: AtomicBool,
     /// The crate's I/O thread has ended (its state is `Closed`).
     closed: AtomicBool,
@@ -78,6 +91,8 @@ enum Job {
     /// Authenticate and report the connection (first or again).
     Connected,
     Call(RequestId, Op),
+    /// The crate client gave up: go on in the same session with a new one.
+    Replace,
     /// Close the session, then say so.
     Close(SyncSender<()>),
 }
@@ -225,6 +240,18 @@ impl Client {
     }
 }
 
+/// A crate client, and our listener on it.
+type CrateClient = (ZooKeeper, Subscription);
+
+/// Lets go of a crate client without its `Drop`, which would try to close
+/// the session and log an ERROR when it cannot: our listener is removed (so
+/// nothing of ours is kept), the rest is leaked. Call it only once the
+/// client is `Closed` or the relay retired (then it ends on its own).
+fn forget((zk, listening): CrateClient) {
+    zk.remove_listener(listening);
+    std::mem::forget(zk);
+}
+
 /// The client thread.
 struct Calls {
     reporter: Reporter,
@@ -235,52 +262,89 @@ struct Calls {
 
 impl Calls {
     fn run(self, connect: &str, timeout: Duration, jobs: mpsc::Receiver<Job>, relay: Arc<Relay>) {
-        let watch_reporter = self.reporter.clone();
-        let default_watcher = move |e: WatchedEvent| {
-            if e.event_type != WatchedEventType::None {
-                watch_reporter.watch(e.path.unwrap_or_default(), WatchKind::Changed);
-            }
-        };
-        let Ok(zk) = ZooKeeper::connect(connect, timeout, default_watcher) else {
+        let Some(mut crate_client) = self.start_crate_client(connect, timeout) else {
             return self.reporter.lost("the connect string was refused");
         };
-        let (listener_reporter, listener_jobs) = (self.reporter.clone(), self.jobs.clone());
-        zk.add_listener(move |state| on_state(&listener_reporter, &listener_jobs, state));
+        let link = &self.reporter.link;
         let mut closing = None;
         for job in jobs {
+            let (zk, _) = &crate_client;
             match job {
-                Job::Connected => self.connected(&zk),
+                Job::Connected => self.connected(zk),
                 Job::Call(request, Op::Sync { path }) => {
                     self.inject(&relay, request, Injected::Sync { path });
                 }
                 Job::Call(request, Op::Exists { path, watch: false }) => {
                     self.inject(&relay, request, Injected::Exists { path });
                 }
-                Job::Call(request, op) => self.call(&zk, request, op),
+                Job::Call(request, op) => self.call(zk, request, op),
+                Job::Replace if link.closed.load(Ordering::SeqCst) => {
+                    if link.dead.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    log::info!("the zookeeper client gave up: resuming the session with a new one");
+                    let Some(fresh) = self.start_crate_client(connect, timeout) else {
+                        self.reporter.lost("the connect string was refused");
+                        continue;
+                    };
+                    forget(std::mem::replace(&mut crate_client, fresh));
+                    link.closed.store(false, Ordering::SeqCst);
+                    let _ = self.jobs.send(Job::Connected);
+                }
+                Job::Replace => {}
                 Job::Close(done) => {
                     closing = Some(done);
                     break;
                 }
             }
         }
-        // The crate's drop closes the session, or fails at once if the crate
-        // is reconnecting; its I/O thread then goes on until it gives up.
-        drop(zk);
+        // A connected crate client closes the session as it drops; one that
+        // is reconnecting would fail to, and log an ERROR: it is left to give
+        // up against the retired relay, and forgotten.
+        let kept = if link.connected.load(Ordering::SeqCst) && !link.closed.load(Ordering::SeqCst) {
+            drop(crate_client);
+            None
+        } else {
+            Some(crate_client)
+        };
         if let Some(done) = closing {
             let _ = done.send(());
         }
-        let link = &self.reporter.link;
+        relay.retire();
+        // The crate gives up at most a timeout after its last ping, at its
+        // next connect timeout (2 s).
         let limit = Instant::now() + timeout * 2 + Duration::from_secs(3);
         while !link.closed.load(Ordering::SeqCst) && Instant::now() < limit {
             thread::sleep(Duration::from_millis(50));
         }
+        if let Some(crate_client) = kept {
+            forget(crate_client);
+        }
         drop(relay);
+    }
+
+    /// Connects a crate client through the relay, and listens to its states.
+    fn start_crate_client(&self, connect: &str, timeout: Duration) -> Option<CrateClient> {
+        let watch_reporter = self.reporter.clone();
+        let default_watcher = move |e: WatchedEvent| {
+            if e.event_type != WatchedEventType::None {
+                watch_reporter.watch(e.path.unwrap_or_default(), WatchKind::Changed);
+            }
+        };
+        let zk = ZooKeeper::connect(connect, timeout, default_watcher).ok()?;
+        let (listener_reporter, listener_jobs) = (self.reporter.clone(), self.jobs.clone());
+        let listening =
+            zk.add_listener(move |state| on_state(&listener_reporter, &listener_jobs, state));
+        Some((zk, listening))
     }
 
     /// Sends the credentials (or, without any, a probe that waits for the
     /// connection), then reports the connection.
     fn connected(&self, zk: &ZooKeeper) {
         let link = &self.reporter.link;
+        if link.connected.load(Ordering::SeqCst) {
+            return; // reported already (asked twice)
+        }
         let epoch = link.epoch.load(Ordering::SeqCst);
         let done = match &self.access.credentials {
             Some(credentials) => zk.add_auth("digest", credentials.clone().into_bytes()),
@@ -477,13 +541,21 @@ fn on_state(reporter: &Reporter, jobs: &Sender<Job>, state: ZkState) {
                 });
             }
         }
-        ZkState::Closed | ZkState::AuthFailed => {
-            if state == ZkState::Closed {
-                link.closed.store(true, Ordering::SeqCst);
+        ZkState::Closed => {
+            link.closed.store(true, Ordering::SeqCst);
+            link.epoch.fetch_add(1, Ordering::SeqCst);
+            if link.connected.swap(false, Ordering::SeqCst) {
+                reporter.input(Input::Disconnected {
+                    session: reporter.session,
+                });
             }
+            // The session may well live on: go on in it with a new client.
+            let _ = jobs.send(Job::Replace);
+        }
+        ZkState::AuthFailed => {
             link.connected.store(false, Ordering::SeqCst);
             link.epoch.fetch_add(1, Ordering::SeqCst);
-            reporter.lost("the client gave up");
+            reporter.lost("the server refused the credentials");
         }
         ZkState::Associating => {}
     }

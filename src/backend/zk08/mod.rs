@@ -14,6 +14,17 @@
 //!   when its last ping is older than the timeout, and it has no `sync`: the
 //!   relay sends the renewals (`sync` and `exists`) itself and keeps their
 //!   replies from the crate, whose own pings so go on.
+//! - It gives up a session on a reconnect once its last ping is older than
+//!   the timeout: the relay presents the session's id and password on every
+//!   connection, and the client replaces a crate client that gave up with a
+//!   fresh one, which so resumes the same session; only a server's refusal
+//!   (expired) loses it.
+//! - It logs a WARN for every connection that ends and an ERROR for every
+//!   refused one and for every drop it cannot close: the relay holds the
+//!   crate's connection while no server answers (the crate then logs at INFO
+//!   only), and a crate client that is not connected is never dropped. The
+//!   crate's records go to the application's logger under the target
+//!   `zookeeper` (README, "Logging").
 
 mod client;
 mod relay;

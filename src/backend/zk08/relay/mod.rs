@@ -3,14 +3,23 @@
 //! The crate connects to this relay instead of to the servers, which lets us
 //! contain what it gets wrong (../shared/NOTES.md):
 //! - it retries a refused connection in a tight loop, a whole core and an
-//!   error line each time, until its session timeout: here the crate's
-//!   connection always succeeds, and when no server answers the relay hangs
-//!   up after a pause, so the crate retries a few times a second at most;
+//!   error line each time, and logs a warning for every connection that
+//!   ends: here the crate's connection always succeeds, and while no server
+//!   answers the relay holds it quietly (trying the servers again every
+//!   [`RETRY_PAUSE`]) until a server answers or the crate's own 2 s connect
+//!   timeout ends it, so the crate logs at INFO only and stays idle;
 //! - it tries hosts in the given order and resolves them once: the relay
 //!   tries them from a random start and resolves them at every attempt;
 //! - it hides the session id and the timeout the server granted, and gets a
 //!   new session silently after an expiry: the relay reads both from every
 //!   connect response that passes through and reports them;
+//! - it gives up its session once its last ping is older than the timeout,
+//!   however short the outage was: the relay keeps the session id and
+//!   password of the first connect response and presents them in every later
+//!   connect request (its own, or a fresh crate client's), so the session is
+//!   resumed whenever a server still has it. Only a server's refusal (timeout
+//!   0: expired) ends it, and from then on the relay connects nowhere, so a
+//!   crate client can never get a new session silently behind our back;
 //! - it never notices a server that stopped answering: [`Relay::cut`] drops
 //!   the connection, so the crate reconnects, to another server if one
 //!   answers, and keeps its session if the ensemble still has it;
@@ -25,12 +34,12 @@
 //! crate never uses) go to their waiting callback, all others to the crate.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Cursor, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -40,14 +49,19 @@ mod wire;
 
 pub(crate) use wire::FIRST_XID;
 use wire::{
-    be_i32, be_i64, parse_header, parse_stat, read_frame, request_frame, MAX_FRAME, OP_EXISTS,
-    OP_SYNC, REPLY_HEADER,
+    be_i32, be_i64, first_frame_len, parse_connect_response, parse_header, parse_stat, read_frame,
+    request_frame, resume_request, MAX_FRAME, OP_EXISTS, OP_SYNC, REPLY_HEADER,
 };
 
 /// Longest wait for one server to accept a connection.
 const UPSTREAM_CONNECT: Duration = Duration::from_secs(1);
-/// Pause before hanging up on the crate when no server accepted.
-const NO_SERVER_PAUSE: Duration = Duration::from_millis(300);
+/// Pause between two rounds of tries while no server answers (the crate's
+/// connection is held meanwhile), and after a failed accept.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// Longest wait for the crate's connect request.
+const REQUEST_WAIT: Duration = Duration::from_secs(2);
+/// Most bytes the crate may send behind its connect request while held.
+const MAX_PENDING: usize = 1 << 20;
 /// Longest wait for a server's answer to the crate's connect request. A
 /// server that took the connection but does not answer (hung, or in the
 /// start-up window where ZooKeeper 3.8.0 leaves connections hanging) is
@@ -124,6 +138,16 @@ struct Inner {
     /// The next xid of ours.
     xids: AtomicI32,
     on_handshake: HandshakeSink,
+    /// The session id and password to present on every connection, once a
+    /// server granted them.
+    session: Mutex<Option<(i64, Vec<u8>)>>,
+    /// The highest zxid a server sent us: a server behind it refuses us.
+    last_zxid: AtomicI64,
+    /// No more connections to servers: the session expired, or the relay
+    /// was retired.
+    held_off: AtomicBool,
+    /// No server answered the last round of tries (logged once an outage).
+    outage: AtomicBool,
 }
 
 /// One connection of the crate's client, and its connection to a server.
@@ -164,6 +188,10 @@ impl Relay {
             link_numbers: AtomicU64::new(0),
             xids: AtomicI32::new(FIRST_XID),
             on_handshake,
+            session: Mutex::new(None),
+            last_zxid: AtomicI64::new(0),
+            held_off: AtomicBool::new(false),
+            outage: AtomicBool::new(false),
         });
         let accepting = inner.clone();
         thread::Builder::new()
@@ -180,6 +208,14 @@ impl Relay {
     /// Drops every live connection; the crate reconnects, through the next host.
     pub(crate) fn cut(&self) {
         self.inner.advance();
+        self.inner.cut_all();
+    }
+
+    /// Connects nowhere any more and drops every live connection: the
+    /// crate's client, held quietly, gives up on its own (it would spin on a
+    /// refused connection once the relay is dropped).
+    pub(crate) fn retire(&self) {
+        self.inner.held_off.store(true, Ordering::SeqCst);
         self.inner.cut_all();
     }
 
@@ -270,25 +306,53 @@ impl Inner {
         previous.unwrap_or(FIRST_XID)
     }
 
-    /// The first host, from `next` on, that accepts a connection.
-    fn connect_upstream(&self) -> Option<TcpStream> {
+    /// Presents the crate's connect `request` (rewritten to resume our
+    /// session once there is one) to the first host, from `next` on, that
+    /// answers it: that connection and the whole connect response.
+    fn handshake(&self, request: &[u8]) -> Option<(TcpStream, Vec<u8>)> {
+        let request = match &*self.session.lock() {
+            Some((id, password)) => {
+                let zxid = self.last_zxid.load(Ordering::SeqCst);
+                resume_request(request, *id, password, zxid)?
+            }
+            None => request.to_vec(),
+        };
         for _ in 0..self.hosts.len() {
             let i = self.next.load(Ordering::SeqCst) % self.hosts.len();
-            let stream = self.hosts.get(i).and_then(|host| {
-                let addr = host.to_socket_addrs().ok()?.next()?;
-                TcpStream::connect_timeout(&addr, UPSTREAM_CONNECT).ok()
-            });
-            if stream.is_some() {
-                return stream;
+            let host = self.hosts.get(i).map_or("?", |h| h);
+            if let Some(answered) = try_host(host, &request) {
+                if self.outage.swap(false, Ordering::SeqCst) {
+                    log::info!("relay: {host} answers again");
+                }
+                return Some(answered);
             }
-            log::debug!(
-                "relay: {} does not accept connections",
-                self.hosts.get(i).map_or("?", |h| h)
-            );
+            log::debug!("relay: {host} does not answer");
             self.advance();
+        }
+        if !self.outage.swap(true, Ordering::SeqCst) {
+            log::warn!(
+                "no ZooKeeper server answers ({}): trying again every {RETRY_PAUSE:?}",
+                self.hosts.join(",")
+            );
         }
         None
     }
+}
+
+/// Connects to `host`, sends `request`, and reads the connect response.
+fn try_host(host: &str, request: &[u8]) -> Option<(TcpStream, Vec<u8>)> {
+    let addr = host.to_socket_addrs().ok()?.next()?;
+    let mut up = TcpStream::connect_timeout(&addr, UPSTREAM_CONNECT).ok()?;
+    let _ = up.set_nodelay(true);
+    up.set_write_timeout(Some(UPSTREAM_WRITE)).ok()?;
+    up.set_read_timeout(Some(HANDSHAKE_WAIT)).ok()?;
+    up.write_all(request).ok()?;
+    // A server that took the connection but does not answer (hung, or in
+    // the start-up window where ZooKeeper 3.8.0 leaves connections hanging)
+    // is left for the next one.
+    let response = read_frame(&mut up, MAX_HANDSHAKE)?;
+    up.set_read_timeout(None).ok()?;
+    Some((up, response))
 }
 
 impl Link {
@@ -346,7 +410,7 @@ fn accept_loop(listener: &TcpListener, inner: &Arc<Inner>) {
         }
         let Ok(down) = down else {
             // Out of descriptors, most likely: do not spin while it lasts.
-            thread::sleep(NO_SERVER_PAUSE);
+            thread::sleep(RETRY_PAUSE);
             continue;
         };
         let inner = inner.clone();
@@ -361,28 +425,50 @@ fn accept_loop(listener: &TcpListener, inner: &Arc<Inner>) {
 
 /// Serves one connection of the crate's client until either side closes.
 fn link(down: TcpStream, inner: Arc<Inner>) {
-    let Some(up) = inner.connect_upstream() else {
-        // Hang up after a pause, having read what the crate sent, so it sees
-        // a clean end of stream (an unread request would make the close a
-        // reset, which the crate logs as an error).
-        let mut down = down;
-        let _ = down.set_read_timeout(Some(NO_SERVER_PAUSE));
-        let mut sink = [0u8; 1024];
-        while matches!(down.read(&mut sink), Ok(n) if n > 0) {}
+    let _ = down.set_nodelay(true);
+    let Some((up, response, pending)) = hold(&down, &inner) else {
         let _ = down.shutdown(Shutdown::Both);
         return;
     };
-    let _ = (down.set_nodelay(true), up.set_nodelay(true));
-    let _ = up.set_write_timeout(Some(UPSTREAM_WRITE));
-    let (Ok(down_read), Ok(up_write), Ok(up_read), Ok(down_write), Ok(down_kept), Ok(up_kept)) = (
+    let Some(answer) = parse_connect_response(response.get(4..).unwrap_or_default()) else {
+        log::warn!("relay: a server sent a malformed connect response");
+        return shut(&down, &up);
+    };
+    // Reported before the crate sees it, so an expired session is known
+    // before the crate can act on it.
+    (inner.on_handshake)(Handshake {
+        session_id: answer.session_id,
+        timeout_ms: answer.timeout_ms,
+    });
+    let granted = answer.timeout_ms > 0 && answer.session_id != 0;
+    if granted {
+        let mut session = inner.session.lock();
+        if session.is_none() {
+            *session = Some((answer.session_id, answer.password));
+        }
+    } else {
+        // Expired: the crate would open a new session next; connect nowhere.
+        inner.held_off.store(true, Ordering::SeqCst);
+    }
+    let mut down_write = match down.try_clone() {
+        Ok(d) if granted => d,
+        Ok(mut d) => {
+            let _ = d.write_all(&response);
+            return shut(&down, &up);
+        }
+        Err(_) => return shut(&down, &up),
+    };
+    if down_write.write_all(&response).is_err() {
+        return shut(&down, &up);
+    }
+    let (Ok(down_read), Ok(up_write), Ok(up_read), Ok(down_kept), Ok(up_kept)) = (
         down.try_clone(),
         up.try_clone(),
         up.try_clone(),
-        down.try_clone(),
         down.try_clone(),
         up.try_clone(),
     ) else {
-        return;
+        return shut(&down, &up);
     };
     let number = inner.link_numbers.fetch_add(1, Ordering::SeqCst);
     let link = Arc::new(Link {
@@ -390,13 +476,13 @@ fn link(down: TcpStream, inner: Arc<Inner>) {
         down: down_kept,
         up: up_kept,
         writer: Mutex::new(up_write),
-        ready: AtomicBool::new(false),
+        ready: AtomicBool::new(true),
         waiting: Mutex::new(Some(HashMap::new())),
     });
     {
         let mut links = inner.links.lock();
-        if inner.stopped.load(Ordering::SeqCst) {
-            return;
+        if inner.stopped.load(Ordering::SeqCst) || inner.held_off.load(Ordering::SeqCst) {
+            return shut(&down, &up);
         }
         links.push(link.clone());
     }
@@ -406,21 +492,62 @@ fn link(down: TcpStream, inner: Arc<Inner>) {
         .name("zk-master-relay-replies".into())
         .spawn(move || server_to_client(up_read, down_write, &replies_inner, &replies_link));
     if let Ok(replies) = replies {
-        client_to_server(down_read, &link);
-        if !replies.join().unwrap_or(false) {
-            // The server took the connection but never answered the
-            // handshake: try another one next time.
-            inner.advance();
-        }
+        client_to_server(Cursor::new(pending).chain(down_read), &link);
+        let _ = replies.join();
     }
     link.close();
     shut(&down, &up);
     inner.links.lock().retain(|l| l.number != number);
 }
 
+/// Reads the crate's connect request and presents it to the servers until
+/// one answers, holding the crate's connection quietly meanwhile (a hang-up
+/// would make the crate log a warning and retry at once). `None` once the
+/// crate hangs up, or the relay stops. Returns the server's connection, its
+/// connect response, and what the crate sent behind its connect request.
+fn hold(down: &TcpStream, inner: &Inner) -> Option<(TcpStream, Vec<u8>, Vec<u8>)> {
+    let mut down = down;
+    let mut pending = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let asked = Instant::now();
+    let mut next_try = asked;
+    down.set_read_timeout(Some(RETRY_PAUSE)).ok()?;
+    loop {
+        if inner.stopped.load(Ordering::SeqCst) {
+            return None;
+        }
+        let request_len = first_frame_len(&pending, MAX_HANDSHAKE).ok()?;
+        let now = Instant::now();
+        match request_len {
+            None if now.duration_since(asked) > REQUEST_WAIT => return None,
+            Some(len) if now >= next_try && !inner.held_off.load(Ordering::SeqCst) => {
+                if let Some((up, response)) = pending.get(..len).and_then(|r| inner.handshake(r)) {
+                    let _ = up.set_nodelay(true);
+                    down.set_read_timeout(None).ok()?;
+                    pending.drain(..len);
+                    return Some((up, response, pending));
+                }
+                next_try = Instant::now() + RETRY_PAUSE;
+            }
+            _ => {}
+        }
+        match down.read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => {
+                pending.extend_from_slice(chunk.get(..n)?);
+                if pending.len() > MAX_PENDING {
+                    return None;
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
 /// Passes the crate's frames to the server, each whole under the writer
 /// lock, until either side closes; then closes the link.
-fn client_to_server(down: TcpStream, link: &Link) {
+fn client_to_server(down: impl Read, link: &Link) {
     let mut down = BufReader::new(down);
     while let Some(frame) = read_frame(&mut down, MAX_FRAME) {
         if link.send(&frame).is_err() {
@@ -434,40 +561,19 @@ fn client_to_server(down: TcpStream, link: &Link) {
     link.close();
 }
 
-/// Passes the server's replies to the crate, reading the connect response
-/// on the way, and takes ours out. The connect response is reported before
-/// the crate sees it, so an expired session is known before the crate can
-/// act on the new one it opens next. Returns whether a connect response came.
-fn server_to_client(up: TcpStream, mut down: TcpStream, inner: &Inner, link: &Link) -> bool {
-    let _ = up.set_read_timeout(Some(HANDSHAKE_WAIT));
+/// Passes the server's replies to the crate and takes ours out, noting the
+/// highest zxid (presented on the next connection).
+fn server_to_client(up: TcpStream, mut down: TcpStream, inner: &Inner, link: &Link) {
     let mut up = BufReader::new(up);
-    let Some(frame) = read_frame(&mut up, MAX_HANDSHAKE) else {
-        link.close();
-        return false;
-    };
-    let _ = up.get_ref().set_read_timeout(None);
-    // ConnectResponse: protocolVersion, timeOut, sessionId, passwd, [readOnly].
-    let body = frame.get(4..).unwrap_or_default();
-    let handshake = be_i32(body, 4).zip(be_i64(body, 8));
-    if let Some((timeout_ms, session_id)) = handshake {
-        (inner.on_handshake)(Handshake {
-            session_id,
-            timeout_ms,
-        });
-    }
-    if down.write_all(&frame).is_err() {
-        link.close();
-        return true;
-    }
-    if matches!(handshake, Some((t, s)) if t > 0 && s != 0) {
-        link.ready.store(true, Ordering::SeqCst);
-    }
     while let Some(frame) = read_frame(&mut up, MAX_FRAME) {
         let body = frame.get(4..).unwrap_or_default();
         let Some(xid) = be_i32(body, 0) else {
             log::warn!("relay: link {} cut: a reply without a header", link.number);
             break;
         };
+        if let Some(zxid) = be_i64(body, 4).filter(|&z| z > 0) {
+            inner.last_zxid.fetch_max(zxid, Ordering::SeqCst);
+        }
         if xid <= FIRST_XID {
             if link.answer(xid, body).is_err() {
                 log::warn!("relay: link {} cut: a malformed reply to us", link.number);
@@ -478,7 +584,6 @@ fn server_to_client(up: TcpStream, mut down: TcpStream, inner: &Inner, link: &Li
         }
     }
     link.close();
-    true
 }
 
 fn shut(a: &TcpStream, b: &TcpStream) {

@@ -402,3 +402,113 @@ fn relay_paths(chroot: &str) -> Vec<String> {
     let _b = send(&relay, sync("/"));
     (0..2).map(|_| seen(&seen_rx).path).collect()
 }
+
+/// What a fake server read in a connect request: session id and password.
+type Presented = (i64, Vec<u8>);
+
+/// A fake server that grants [`SESSION`] (password 9s) to a request for a
+/// new session, resumes it when presented with its password, and refuses
+/// everything once `expired` is set. Reports every connect request.
+fn session_server(expired: Arc<AtomicBool>) -> (String, Receiver<Presented>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let (tx, presented) = mpsc::channel();
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let (tx, expired) = (tx.clone(), expired.clone());
+            thread::spawn(move || {
+                let Some(request) = read_frame(&mut stream, MAX_FRAME) else {
+                    return;
+                };
+                let body = request.get(4..).unwrap_or_default();
+                let session = be_i64(body, 16).expect("session id");
+                let len = be_i32(body, 24).expect("password length") as usize;
+                let password = body.get(28..28 + len).expect("password").to_vec();
+                let _ = tx.send((session, password.clone()));
+                let grant = !expired.load(Ordering::SeqCst)
+                    && (session == 0 || (session == SESSION && password == [9; 16]));
+                let mut response = 0i32.to_be_bytes().to_vec();
+                response.extend_from_slice(&(if grant { 4000i32 } else { 0 }).to_be_bytes());
+                response.extend_from_slice(&(if grant { SESSION } else { 0 }).to_be_bytes());
+                ustring(&mut response, &[if grant { 9 } else { 0 }; 16]);
+                response.push(0);
+                let _ = stream.write_all(&framed(&response));
+                while read_frame(&mut stream, MAX_FRAME).is_some() {}
+            });
+        }
+    });
+    (addr, presented)
+}
+
+/// Sends a connect request for a new session, as a fresh crate client does.
+fn ask_new_session(relay: &Relay) -> TcpStream {
+    let mut stream = TcpStream::connect(relay.addr()).expect("connect");
+    stream.set_read_timeout(Some(SOON)).expect("timeout");
+    let mut request = Vec::new();
+    for int in [0i32, 0, 0, 4000] {
+        request.extend_from_slice(&int.to_be_bytes());
+    }
+    request.extend_from_slice(&0i64.to_be_bytes());
+    ustring(&mut request, &[0; 16]);
+    stream.write_all(&framed(&request)).expect("write");
+    stream
+}
+
+fn granted_timeout(stream: &mut TcpStream) -> Option<i32> {
+    let response = read_frame(stream, MAX_FRAME)?;
+    be_i32(&response, 8)
+}
+
+#[test]
+fn later_connections_resume_the_first_session() {
+    let (server, presented) = session_server(Arc::new(AtomicBool::new(false)));
+    let relay = relay(&server, "");
+    let mut first = ask_new_session(&relay);
+    assert_eq!(granted_timeout(&mut first), Some(4000));
+    assert_eq!(presented.recv_timeout(SOON), Ok((0, vec![0; 16])));
+    relay.cut();
+    // A fresh client asks for a new session; the relay presents ours.
+    let mut second = ask_new_session(&relay);
+    assert_eq!(granted_timeout(&mut second), Some(4000));
+    assert_eq!(presented.recv_timeout(SOON), Ok((SESSION, vec![9; 16])));
+}
+
+#[test]
+fn after_an_expiry_the_relay_connects_nowhere() {
+    let expired = Arc::new(AtomicBool::new(false));
+    let (server, presented) = session_server(expired.clone());
+    let relay = relay(&server, "");
+    let mut first = ask_new_session(&relay);
+    assert_eq!(granted_timeout(&mut first), Some(4000));
+    presented.recv_timeout(SOON).expect("the first request");
+    expired.store(true, Ordering::SeqCst);
+    relay.cut();
+    let mut refused = ask_new_session(&relay);
+    assert_eq!(
+        granted_timeout(&mut refused),
+        Some(0),
+        "the refusal is passed on"
+    );
+    assert_eq!(presented.recv_timeout(SOON), Ok((SESSION, vec![9; 16])));
+    // No new session behind our back: the next request is held, not sent.
+    let mut held = ask_new_session(&relay);
+    assert_quiet(&mut held, false);
+    assert!(presented.recv_timeout(Duration::from_millis(600)).is_err());
+}
+
+#[test]
+fn while_no_server_answers_the_connection_is_held_until_one_does() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let relay = relay(&format!("127.0.0.1:{port}"), "");
+    let mut held = ask_new_session(&relay);
+    assert_quiet(&mut held, false);
+    // A server comes up on that port: the held request goes through.
+    let server = TcpListener::bind(("127.0.0.1", port)).expect("rebind");
+    let (mut up, _) = server.accept().expect("the relay tries again");
+    let request = read_frame(&mut up, MAX_FRAME).expect("the held connect request");
+    assert_eq!(be_i64(request.get(4..).unwrap_or_default(), 16), Some(0));
+}

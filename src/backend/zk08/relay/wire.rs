@@ -102,3 +102,72 @@ pub(super) fn request_frame(
     frame.extend_from_slice(&body);
     frame
 }
+
+/// What a server answered to a connect request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ConnectResponse {
+    /// The session timeout granted in milliseconds; 0 when the server
+    /// refused the session (it expired).
+    pub(super) timeout_ms: i32,
+    /// The session; 0 when refused.
+    pub(super) session_id: i64,
+    /// The session's password, which resumes it on another connection.
+    pub(super) password: Vec<u8>,
+}
+
+/// Reads a ConnectResponse body: protocolVersion, timeOut, sessionId,
+/// passwd, [readOnly].
+pub(super) fn parse_connect_response(body: &[u8]) -> Option<ConnectResponse> {
+    let timeout_ms = be_i32(body, 4)?;
+    let session_id = be_i64(body, 8)?;
+    let len = usize::try_from(be_i32(body, 16)?).unwrap_or(0);
+    let password = body.get(20..20usize.checked_add(len)?)?.to_vec();
+    Some(ConnectResponse {
+        timeout_ms,
+        session_id,
+        password,
+    })
+}
+
+/// Rewrites a whole ConnectRequest frame (protocolVersion, lastZxidSeen,
+/// timeOut, sessionId, passwd, [readOnly]) so that it resumes `session_id`
+/// with `password`, presenting at least `last_zxid` as the last zxid seen.
+/// `None` if the frame is not a ConnectRequest.
+pub(super) fn resume_request(
+    frame: &[u8],
+    session_id: i64,
+    password: &[u8],
+    last_zxid: i64,
+) -> Option<Vec<u8>> {
+    let body = frame.get(4..)?;
+    let protocol = be_i32(body, 0)?;
+    let zxid = be_i64(body, 4)?.max(last_zxid);
+    let timeout = be_i32(body, 12)?;
+    let old_len = usize::try_from(be_i32(body, 24)?).unwrap_or(0);
+    let rest = body.get(28usize.checked_add(old_len)?..)?;
+    let mut out = Vec::with_capacity(32 + password.len() + rest.len());
+    out.extend_from_slice(&protocol.to_be_bytes());
+    out.extend_from_slice(&zxid.to_be_bytes());
+    out.extend_from_slice(&timeout.to_be_bytes());
+    out.extend_from_slice(&session_id.to_be_bytes());
+    out.extend_from_slice(&i32::try_from(password.len()).ok()?.to_be_bytes());
+    out.extend_from_slice(password);
+    out.extend_from_slice(rest);
+    let mut frame = Vec::with_capacity(4 + out.len());
+    frame.extend_from_slice(&i32::try_from(out.len()).ok()?.to_be_bytes());
+    frame.extend_from_slice(&out);
+    Some(frame)
+}
+
+/// The length of the first whole frame at the start of `buffer`, if it
+/// holds one; `Err` for a length out of bounds.
+pub(super) fn first_frame_len(buffer: &[u8], limit: usize) -> Result<Option<usize>, ()> {
+    let Some(len) = be_i32(buffer, 0) else {
+        return Ok(None);
+    };
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&n| n <= limit)
+        .ok_or(())?;
+    Ok((buffer.len() >= 4 + len).then_some(4 + len))
+}

@@ -1,0 +1,165 @@
+//! Keeping the session (issue 9): through a flapping network (connections cut every 1.5 s and
+//! every 0.5 s, with a 4 s session), and through a standalone server restarted for longer than
+//! the session had left (the server restores the session from its log and counts its timeout
+//! afresh). The `zookeeper` crate gives up in both cases; the library resumes the same session.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{init_logging, proxy::Mode, proxy::Proxy, wait_for, ZkServer, SOON};
+use zk_master::{Config, Connection, Election, Role};
+
+/// The session timeout of the issue's scenarios.
+const TIMEOUT: Duration = Duration::from_secs(4);
+
+/// Counts, by polling, what a member went through: sessions lost (its connection read `Lost`,
+/// or its member node changed) and mastership lost.
+struct Watch {
+    stop: Arc<AtomicBool>,
+    lost: Arc<AtomicUsize>,
+    stepped_down: Arc<AtomicUsize>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Watch {
+    fn start(member: Arc<Election>) -> Watch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicUsize::new(0));
+        let stepped_down = Arc::new(AtomicUsize::new(0));
+        let (s, l, d) = (stop.clone(), lost.clone(), stepped_down.clone());
+        let thread = thread::spawn(move || {
+            let mut name = member.member_name();
+            let mut was_lost = false;
+            let mut was_master = member.is_master();
+            while !s.load(Ordering::SeqCst) {
+                let is_lost = member.connection().0 == Connection::Lost;
+                let now_name = member.member_name();
+                if (is_lost && !was_lost) || (now_name.is_some() && now_name != name) {
+                    l.fetch_add(1, Ordering::SeqCst);
+                }
+                if now_name.is_some() {
+                    name = now_name;
+                }
+                was_lost = is_lost;
+                let is_master = member.is_master();
+                if was_master && !is_master {
+                    d.fetch_add(1, Ordering::SeqCst);
+                }
+                was_master = is_master;
+                thread::sleep(Duration::from_millis(5));
+            }
+        });
+        Watch {
+            stop,
+            lost,
+            stepped_down,
+            thread: Some(thread),
+        }
+    }
+
+    /// (sessions lost, mastership lost)
+    fn finish(mut self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("watch thread");
+        }
+        (
+            self.lost.load(Ordering::SeqCst),
+            self.stepped_down.load(Ordering::SeqCst),
+        )
+    }
+}
+
+fn config(connect: String, group: &str) -> Config {
+    Config::new(connect)
+        .group(group)
+        .session_timeout(TIMEOUT)
+        .connect_timeout(SOON)
+}
+
+/// Cuts the master's connections `cuts` times, every `every`; the member must keep its session
+/// (and node) through all of them.
+fn flap(group: &str, every: Duration, cuts: usize) {
+    init_logging();
+    let server = ZkServer::start();
+    let proxy = Proxy::to_port(server.port());
+    let master = Arc::new(Election::join(config(proxy.connect_string(), group)).expect("join"));
+    assert!(
+        master.wait_until_master(SOON),
+        "the first member became master"
+    );
+    let slave = Election::join(config(server.connect_string(), group)).expect("join");
+    wait_for(SOON, "the second member to be slave", || {
+        slave.role() == Role::Slave
+    });
+    let name = master.member_name();
+    let watch = Watch::start(master.clone());
+    let started = Instant::now();
+    for i in 1..=cuts {
+        let next = started + every * i as u32;
+        thread::sleep(next.saturating_duration_since(Instant::now()));
+        proxy.cut(Mode::Pass);
+    }
+    // Let the last reconnect land, then look.
+    wait_for(SOON, "the master to be connected again", || {
+        master.connection().0 == Connection::Connected
+    });
+    let (lost, stepped_down) = watch.finish();
+    eprintln!(
+        "flap every {every:?}, {cuts} cuts: {lost} sessions lost, {stepped_down} times mastership \
+         lost, slave became master: {}",
+        slave.is_master()
+    );
+    assert_eq!(lost, 0, "sessions lost through {cuts} cuts every {every:?}");
+    assert_eq!(master.member_name(), name, "the member node was kept");
+    wait_for(SOON, "the master to hold its lease again", || {
+        master.is_master()
+    });
+}
+
+#[test]
+fn session_kept_through_cuts_every_1500_ms() {
+    flap("/avail-flap-1500", Duration::from_millis(1500), 60);
+}
+
+#[test]
+fn session_kept_through_cuts_every_500_ms() {
+    flap("/avail-flap-500", Duration::from_millis(500), 60);
+}
+
+/// A standalone server stopped for longer than a whole session timeout, so longer than the
+/// time the session had left, then started again: it restores the session from its log with a
+/// fresh timeout, and the member resumes it, keeping its node and its mastership.
+#[test]
+fn session_kept_through_a_standalone_restart_longer_than_its_time_left() {
+    init_logging();
+    let mut server = ZkServer::start();
+    let group = "/avail-restart";
+    let master = Arc::new(Election::join(config(server.connect_string(), group)).expect("join"));
+    assert!(
+        master.wait_until_master(SOON),
+        "the first member became master"
+    );
+    let slave = Election::join(config(server.connect_string(), group)).expect("join");
+    wait_for(SOON, "the second member to be slave", || {
+        slave.role() == Role::Slave
+    });
+    let (name, token) = (master.member_name(), master.fencing_token());
+    let watch = Watch::start(master.clone());
+    server.stop();
+    let stopped = Instant::now();
+    thread::sleep(TIMEOUT + Duration::from_millis(500));
+    server.restart();
+    let down = stopped.elapsed();
+    assert!(master.wait_until_master(SOON), "the master is master again");
+    let (lost, _) = watch.finish();
+    eprintln!("standalone server down {down:?} (session {TIMEOUT:?}): {lost} sessions lost");
+    assert_eq!(lost, 0, "the session was lost");
+    assert_eq!(master.member_name(), name, "the member node was kept");
+    assert_eq!(master.fencing_token(), token, "the same node");
+    assert_eq!(slave.role(), Role::Slave, "the slave stayed slave");
+}
