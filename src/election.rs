@@ -15,6 +15,7 @@ use crate::core::{Core, Settings};
 use crate::driver::{Driver, Message};
 use crate::error::{Error, Result};
 use crate::member::Member;
+use crate::metrics::Metrics;
 use crate::role::{Connection, Role, RoleChange};
 use crate::state::Shared;
 
@@ -214,6 +215,23 @@ impl Election {
     /// ```
     pub fn session_timeout(&self) -> Option<Duration> {
         self.shared.status.lock().session_timeout
+    }
+
+    /// A snapshot of the election's counters and timers, for monitoring: see
+    /// [`Metrics`]. Cheap: a copy under the status lock, no network.
+    ///
+    /// ```no_run
+    /// # let election = zk_master::Election::join(zk_master::Config::new("127.0.0.1:2181")).unwrap();
+    /// let m = election.metrics();
+    /// println!("zk_master_is_master {}", u8::from(m.is_master));
+    /// println!("zk_master_session_losses_total {}", m.session_losses);
+    /// ```
+    pub fn metrics(&self) -> Metrics {
+        let (counters, timeout) = {
+            let status = self.shared.status.lock();
+            (status.counters, status.session_timeout)
+        };
+        Metrics::new(self.shared.is_master(), counters, timeout)
     }
 
     /// While master: the creation zxid of this member's node. It grows

@@ -19,6 +19,8 @@ mod driver;
 mod election;
 mod error;
 mod member;
+mod metrics;
+mod observer;
 mod role;
 #[cfg(test)]
 mod sim;
@@ -31,4 +33,6 @@ pub use config::{Config, MAX_DATA_LEN};
 pub use election::Election;
 pub use error::{Error, IoError, Result};
 pub use member::Member;
+pub use metrics::Metrics;
+pub use observer::{Observer, Snapshot};
 pub use role::{Connection, Role, RoleChange};

@@ -21,6 +21,10 @@ pub struct Member {
     name: String,
     sequence: i32,
     data: Vec<u8>,
+    /// The session that owns the node (its ephemeral owner); 0 if unknown.
+    session: i64,
+    /// The node's creation time in ms since the Unix epoch; 0 if unknown.
+    created_ms: i64,
 }
 
 /// Length of the counter ZooKeeper appends to a sequential node's name.
@@ -41,7 +45,19 @@ impl Member {
             name: name.to_owned(),
             sequence,
             data,
+            session: 0,
+            created_ms: 0,
         })
+    }
+
+    /// This member with what its node's stat says: its owner session and
+    /// creation time.
+    pub(crate) fn with_stat(self, session: i64, created_ms: i64) -> Member {
+        Member {
+            session,
+            created_ms,
+            ..self
+        }
     }
 
     /// The node's name, without the group path.
@@ -72,6 +88,32 @@ impl Member {
     /// ```
     pub fn data(&self) -> &[u8] {
         &self.data
+    }
+
+    /// The id of the ZooKeeper session that owns the member's node (its
+    /// ephemeral owner), as read from the group; `None` for a member made
+    /// with [`parse`](Self::parse). Two members with the same session id are
+    /// the same process.
+    ///
+    /// ```
+    /// let m = zk_master::Member::parse("worker0000000001", Vec::new()).unwrap();
+    /// assert_eq!(m.session_id(), None);
+    /// ```
+    pub fn session_id(&self) -> Option<i64> {
+        (self.session != 0).then_some(self.session)
+    }
+
+    /// When the member's node was created, by the clock of the ZooKeeper
+    /// server that created it; `None` for a member made with
+    /// [`parse`](Self::parse).
+    ///
+    /// ```
+    /// let m = zk_master::Member::parse("worker0000000001", Vec::new()).unwrap();
+    /// assert_eq!(m.created(), None);
+    /// ```
+    pub fn created(&self) -> Option<std::time::SystemTime> {
+        let ms = u64::try_from(self.created_ms).ok().filter(|&ms| ms > 0)?;
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms))
     }
 }
 

@@ -45,6 +45,8 @@ impl Shared {
                 connection_since: Instant::now(),
                 session_timeout: None,
                 resigned: false,
+                counters: Default::default(),
+                claims: Vec::new(),
             }),
             changed: Condvar::new(),
         }

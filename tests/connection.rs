@@ -8,19 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{member_config as config, raw_client, wait_for, ZkServer, SESSION, SOON};
+use common::{
+    children, join, member_config as config, raw_client, wait_for, ZkServer, SESSION, SOON,
+};
 use zk_master::{Config, Election, Role};
-use zookeeper::ZooKeeper;
-
-fn join(config: Config) -> Election {
-    Election::join(config).expect("join")
-}
-
-fn children(zk: &ZooKeeper, path: &str) -> Vec<String> {
-    let mut children = zk.get_children(path, false).expect("get_children");
-    children.sort();
-    children
-}
 
 #[test]
 fn a_server_that_stops_answering_costs_the_lease_not_the_process() {

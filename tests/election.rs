@@ -5,15 +5,14 @@ mod common;
 
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{member_config as config, raw_client, wait_for, ZkServer, SESSION, SOON};
+use common::{
+    children, join, member_config as config, raw_client, wait_for, ZkServer, SESSION, SOON,
+};
 use zk_master::{Config, Election, Error, Role, RoleChange};
-use zookeeper::{Acl, CreateMode, ZooKeeper};
-
-fn join(config: Config) -> Election {
-    Election::join(config).expect("join")
-}
+use zookeeper::{Acl, CreateMode};
 
 fn names(election: &Election) -> Vec<String> {
     election
@@ -21,12 +20,6 @@ fn names(election: &Election) -> Vec<String> {
         .iter()
         .map(|m| m.name().to_owned())
         .collect()
-}
-
-fn children(zk: &ZooKeeper, path: &str) -> Vec<String> {
-    let mut children = zk.get_children(path, false).expect("get_children");
-    children.sort();
-    children
 }
 
 #[test]
@@ -348,4 +341,60 @@ fn the_example_worker_logs_like_the_original_and_exits_cleanly() {
         children(&zk, "/Roles/workers").is_empty(),
         "no node left behind"
     );
+}
+
+/// Herd-free: each member watches only the members just ahead of it (the server's data watches
+/// are its own node's deletion watch plus one per member ahead, `masters` at most), and the
+/// election still follows every leave: a master's, a member's from the middle of the queue, for
+/// one master and for two.
+#[test]
+fn herd_free_members_watch_only_ahead_and_still_take_over_in_order() {
+    common::init_logging();
+    let server = ZkServer::start();
+    for masters in [1, 2] {
+        let group = format!("/herd{masters}");
+        let mut members: Vec<Election> = (0..6)
+            .map(|_| join(config(&server, &group).masters(masters).herd_free(true)))
+            .collect();
+        let is_master = |members: &[Election]| -> Vec<bool> {
+            members.iter().map(Election::is_master).collect()
+        };
+        let first = |members: &[Election], n: usize| -> Vec<bool> {
+            (0..members.len()).map(|i| i < n).collect()
+        };
+        wait_for(SOON, "the first members are masters", || {
+            is_master(&members) == first(&members, masters)
+        });
+        // Data watches only (`wchs` does not count the watches on children): every member's
+        // own node, and each slave's `masters` members ahead (the previous round's members are
+        // gone, and their watches with their sessions).
+        let expected = 6 + (masters..6).map(|_| masters).sum::<usize>();
+        let mut summary = String::new();
+        let counted = Instant::now();
+        while !summary.contains(&format!("Total watches:{expected}\n")) && counted.elapsed() < SOON
+        {
+            thread::sleep(Duration::from_millis(20));
+            summary = common::four_letter_word(server.port(), "wchs").unwrap_or_default();
+        }
+        assert!(
+            summary.contains(&format!("Total watches:{expected}\n")),
+            "{masters} master(s): not {expected} watches: {summary}"
+        );
+
+        // A member from the middle of the queue leaves: nobody's role changes, and the
+        // member behind it now watches the one ahead of the leaver.
+        members.remove(3).resign();
+        // The master leaves: the next in line takes over.
+        members.remove(0).resign();
+        wait_for(SOON, "the next in line takes over", || {
+            is_master(&members) == first(&members, masters)
+        });
+        // And again, down to the last one.
+        while members.len() > 1 {
+            members.remove(0).resign();
+            wait_for(SOON, "the next in line takes over", || {
+                is_master(&members) == first(&members, masters)
+            });
+        }
+    }
 }

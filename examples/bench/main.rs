@@ -33,7 +33,7 @@ pub const LIMIT: Duration = Duration::from_secs(15);
 pub const SETTLE: Duration = Duration::from_millis(50);
 
 const USAGE: &str = "usage: bench [--connect HOST:PORT] [--rounds N] [--quick] [--json FILE] \
-[--scale N,N,..] [--scale-rounds N] [--scale-budget-s S]";
+[--scale N,N,..] [--scale-rounds N] [--scale-budget-s S] [--scale-only] [--herd-free]";
 
 const HELP: &str = "\
 bench: zk-master's benchmarks against a real ZooKeeper server.
@@ -47,9 +47,13 @@ Options:
                         calls, one takeover observer, scale 1,2,10 with 2 takeovers
   --json FILE           also write the results to FILE as one JSON object
   --scale N,N,..        group sizes of the scale benchmark [default: 1,2,10,100]; empty: skip
-  --scale-rounds N      takeovers per size [default: 5]
+  --scale-rounds N      takeovers per size; a new member joins after each, so the size holds
+                        [default: 5]
   --scale-budget-s S    a size whose members take longer than S seconds to join is cut there,
                         and no larger size is tried [default: 120]
+  --scale-only          run the scale benchmark alone
+  --herd-free           scale members in herd-free mode (Config::herd_free): a member watches
+                        only the one ahead of it, so slaves are not told of every takeover
 ";
 
 /// What to run, from the flags.
@@ -61,6 +65,10 @@ pub struct Plan {
     pub scale: Vec<usize>,
     pub scale_rounds: usize,
     pub scale_budget: Duration,
+    /// Only the scale benchmark.
+    pub scale_only: bool,
+    /// Scale members in herd-free mode (`Config::herd_free`).
+    pub herd_free: bool,
 }
 
 fn main() {
@@ -87,6 +95,20 @@ fn main() {
             .session_timeout(SESSION)
     };
 
+    if plan.scale_only {
+        let (scale, last_members) = scale::bench_scale(&config("scale"), &connect, &plan);
+        print_scale(&scale);
+        let mut o = JsonObject::default();
+        o.text("impl", "zk-master")
+            .text("version", env!("CARGO_PKG_VERSION"));
+        scale_json(&mut o, &scale);
+        write_json(&plan, o.finish());
+        // See below: the largest group is left to the process's exit.
+        std::mem::forget(last_members);
+        drop(server);
+        std::process::exit(0);
+    }
+
     // Memory first, while the process is still fresh.
     let memory = inproc::bench_memory(&config("memory"), if plan.quick { 5 } else { 20 });
     let is_master = inproc::bench_is_master(&config("is-master"), &plan);
@@ -106,13 +128,10 @@ fn main() {
         "{:<44} {:>10}",
         "library threads left 5 s after last resign (before scale)", left
     );
-    if let Some(path) = &plan.json {
-        let json = to_json(&memory, &is_master, &join, &takeover, &floor, &scale);
-        if let Err(e) = std::fs::write(path, json + "\n") {
-            eprintln!("cannot write {path}: {e}");
-            std::process::exit(1);
-        }
-    }
+    write_json(
+        &plan,
+        to_json(&memory, &is_master, &join, &takeover, &floor, &scale),
+    );
     // The largest group is not resigned member by member (each resign makes all the others read
     // the group again): the server expires its sessions after the process exits.
     std::mem::forget(last_members);
@@ -142,6 +161,8 @@ fn parse_args() -> Result<(Option<String>, Plan), String> {
         scale: vec![1, 2, 10, 100],
         scale_rounds: 5,
         scale_budget: Duration::from_secs(120),
+        scale_only: false,
+        herd_free: false,
     };
     let (mut rounds, mut scale, mut scale_rounds) = (None, None, None);
     let mut args = std::env::args().skip(1);
@@ -155,6 +176,8 @@ fn parse_args() -> Result<(Option<String>, Plan), String> {
             "--connect" => connect = Some(value()?),
             "--rounds" => rounds = Some(number(value()?)?),
             "--quick" => plan.quick = true,
+            "--scale-only" => plan.scale_only = true,
+            "--herd-free" => plan.herd_free = true,
             "--json" => plan.json = Some(value()?),
             "--scale" => {
                 let list = value()?;
@@ -224,6 +247,21 @@ fn join_slave(config: &Config) -> Election {
     election
 }
 
+/// Writes `json` to the `--json` file, if one was given; exits 1 if it cannot.
+fn write_json(plan: &Plan, json: String) {
+    if let Some(path) = &plan.json {
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            eprintln!("cannot write {path}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn scale_json(o: &mut JsonObject, scale: &[Scale]) {
+    let sizes: Vec<String> = scale.iter().map(Scale::json).collect();
+    o.raw("scale", format!("[{}]", sizes.join(", ")));
+}
+
 fn to_json(
     memory: &Memory,
     is_master: &IsMaster,
@@ -268,8 +306,7 @@ fn to_json(
         )
         .num("kth_member_kib", per_kth(|s| s.rss_kib))
         .num("kth_member_threads", per_kth(|s| s.threads));
-    let sizes: Vec<String> = scale.iter().map(Scale::json).collect();
-    o.raw("scale", format!("[{}]", sizes.join(", ")));
+    scale_json(&mut o, scale);
     o.finish()
 }
 

@@ -24,6 +24,8 @@ const SETTLED: Duration = Duration::from_secs(60);
 /// The figures of one group size.
 pub struct Scale {
     pub members: usize,
+    /// Whether the members ran in herd-free mode (`Config::herd_free`).
+    pub herd_free: bool,
     /// Members joined when the join budget ran out, if it did.
     pub capped_at: Option<usize>,
     pub join_all: Duration,
@@ -46,6 +48,7 @@ impl Scale {
     pub fn json(&self) -> String {
         let mut o = JsonObject::default();
         o.raw("members", self.members)
+            .raw("herd_free", self.herd_free)
             .raw(
                 "capped_at",
                 self.capped_at.map_or("null".into(), |n| n.to_string()),
@@ -159,7 +162,8 @@ pub fn bench_scale(config: &Config, connect: &str, plan: &Plan) -> (Vec<Scale>, 
         let group = config
             .clone()
             .group(format!("{}/{members}", config.get_group()))
-            .session_timeout(SCALE_SESSION);
+            .session_timeout(SCALE_SESSION)
+            .herd_free(plan.herd_free);
         let (result, joined) = scale_one(&group, port, members, plan);
         let capped = result.capped_at.is_some();
         results.push(result);
@@ -187,13 +191,18 @@ fn scale_one(config: &Config, port: u16, members: usize, plan: &Plan) -> (Scale,
         joined.push(join(config));
     }
     let join_all = start.elapsed();
-    let first = joined.first().map(|m| m.member_name().unwrap_or_default());
-    let agree = |from: usize, master: &Option<String>| {
-        joined[from..]
+    let name_of = |m: &Election| m.member_name().unwrap_or_default();
+    let agree = |joined: &[Election], master: &str| {
+        joined
             .iter()
-            .all(|m| m.masters().first().map(|x| x.name().to_owned()) == *master)
+            .all(|m| m.masters().first().map(|x| x.name()) == Some(master))
     };
-    wait_until("all members to know the master", || agree(0, &first));
+    // Herd-free, a slave learns of a new master only when its own place changes: "everyone knows
+    // the master" is then not a state to wait for (the new master's own promotion is).
+    let everyone_told = !plan.herd_free;
+    if let Some(first) = joined.first().map(name_of).filter(|_| everyone_told) {
+        wait_until("all members to know the master", || agree(&joined, &first));
+    }
     let watches = four_letter_word(port, "wchs")
         .unwrap_or_default()
         .lines()
@@ -201,23 +210,30 @@ fn scale_one(config: &Config, port: u16, members: usize, plan: &Plan) -> (Scale,
         .join(" / ");
     let status = proc_status();
 
-    let takeovers = plan.scale_rounds.min(joined.len().saturating_sub(1));
+    // The group keeps its size: after each takeover a new member joins at the back (not timed).
+    let takeovers = if joined.len() >= 2 {
+        plan.scale_rounds
+    } else {
+        0
+    };
     let (mut latencies, mut settle_times, mut deltas) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..takeovers {
+    for _ in 0..takeovers {
         thread::sleep(Duration::from_millis(200));
         let before = counters(port);
         let t0 = Instant::now();
-        joined[round].resign();
+        joined.remove(0).resign();
         assert!(
-            joined[round + 1].wait_until_master(LIMIT),
+            joined[0].wait_until_master(LIMIT),
             "the next member did not take over"
         );
         latencies.push(t0.elapsed());
-        let next = joined[round + 1].member_name();
-        wait_until("all members to know the new master", || {
-            agree(round + 1, &next)
-        });
-        settle_times.push(t0.elapsed());
+        let next = name_of(&joined[0]);
+        if everyone_told {
+            wait_until("all members to know the new master", || {
+                agree(&joined, &next)
+            });
+            settle_times.push(t0.elapsed());
+        }
         // Let the last reads' replies land before reading the counters.
         thread::sleep(Duration::from_millis(100));
         let after = counters(port);
@@ -227,10 +243,17 @@ fn scale_one(config: &Config, port: u16, members: usize, plan: &Plan) -> (Scale,
             after.response_bytes - before.response_bytes,
             received_between(&before.sockets, &after.sockets),
         ]);
+        joined.push(join(config));
+        if everyone_told {
+            wait_until("all members to know the newcomer's master", || {
+                agree(&joined, &next)
+            });
+        }
     }
     let per = |i: usize| median_f64(&deltas.iter().map(|d: &[f64; 4]| d[i]).collect::<Vec<_>>());
     let result = Scale {
         members,
+        herd_free: plan.herd_free,
         capped_at,
         join_all,
         takeover: (!latencies.is_empty()).then(|| summarize(&latencies)),

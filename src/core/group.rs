@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use super::{Answer, Command, Core, Failure, Op, Phase, Purpose, SessionId, Slot, SlotDue, Why};
+use super::{
+    Answer, Command, Core, Failure, Op, Phase, Purpose, SessionId, Slot, SlotDue, Stat, Why,
+};
 use crate::member::{in_election_order, sequence_of, Member};
 use crate::role::Role;
 
@@ -18,11 +20,15 @@ pub(super) struct Group {
     /// `order` with each member's data: what callers see. Kept apart from
     /// `data`, which a read in progress empties and fills again.
     members: Vec<Member>,
-    /// Each child's data, owner and czxid, as of the last read; `None` for a
+    /// Each child's data and stat, as of the last read; `None` for a
     /// persistent node, which is never a member.
-    data: HashMap<String, Option<(Vec<u8>, i64, i64)>>,
+    data: HashMap<String, Option<(Vec<u8>, Stat)>>,
     /// A claim names a member node that is gone: no promotion until it goes.
     blocked: bool,
+    /// The claims as last listed (watch-only mode lists them on every read).
+    pub(super) claims: Vec<String>,
+    /// A read of the group has completed (or found no group).
+    read_once: bool,
     refresh: Refresh,
     own_watch: OwnWatch,
     /// Herd-free mode: the members just ahead of ours whose deletion is
@@ -78,10 +84,15 @@ impl Group {
         self.order
             .iter()
             .filter_map(|name| {
-                let data = self.data.get(name)?.as_ref()?.0.clone();
-                Member::parse(name, data)
+                let (data, stat) = self.data.get(name)?.as_ref()?;
+                Member::parse(name, data.clone()).map(|m| m.with_stat(stat.owner, stat.ctime))
             })
             .collect()
+    }
+
+    /// Whether a claim names a member node that is gone.
+    pub(super) fn blocked(&self) -> bool {
+        self.blocked
     }
 
     pub(super) fn watcher_connected(&mut self) {
@@ -157,6 +168,9 @@ impl Core {
         self.group.own_watch = OwnWatch::None;
         self.group.ahead.clear();
         self.note_failure(why);
+        if self.settings.observe {
+            self.set_connection(crate::role::Connection::Lost, now);
+        }
     }
 
     /// A watch fired on `path` in the watcher session.
@@ -212,7 +226,16 @@ impl Core {
                 }
                 self.group.refresh = Refresh::Idle;
                 self.group.data.clear();
+                self.group.claims.clear();
                 self.apply_order(Vec::new(), false, now);
+                if self.settings.observe {
+                    // Nothing to list yet: a watch for the group's creation.
+                    if let Some((session, conn)) = self.watcher.connected() {
+                        let path = self.settings.group.clone();
+                        let op = Op::Exists { path, watch: true };
+                        self.send(session, conn, op, Why::WatchGroup, now);
+                    }
+                }
                 // Our node went with it; registering again recreates the group.
                 self.step_down_from_deleted_node(now);
                 self.group.stale = false;
@@ -237,7 +260,7 @@ impl Core {
                 if stat.owner == 0 {
                     log::warn!("{name} is a persistent node: not counted as a member");
                 }
-                let member = (stat.owner != 0).then_some((data, stat.owner, stat.czxid));
+                let member = (stat.owner != 0).then_some((data, stat));
                 self.group.data.insert(name, member);
             }
             Err(Failure::NoNode) => {} // left meanwhile: not in `data`, so dropped
@@ -269,8 +292,9 @@ impl Core {
             }
         }
         let rank = own.and_then(|(name, _)| order.iter().position(|n| *n == name));
-        let promoting =
-            rank.is_some_and(|r| r < self.settings.masters) && self.notified.0 != Role::Master;
+        // An observer checks the claims on every read: it tells the masters.
+        let promoting = self.settings.observe
+            || rank.is_some_and(|r| r < self.settings.masters) && self.notified.0 != Role::Master;
         #[cfg(test)]
         let promoting = promoting && self.settings.mutant != super::Mutant::NoClaimsCheck;
         match self.watcher.connected() {
@@ -295,12 +319,14 @@ impl Core {
         }
         let blocked = match result {
             Ok(Answer::Children(claims)) => {
+                self.group.claims = claims.clone();
+                self.group.claims.sort();
                 // A claim counts only for the very node it was made for.
                 let members: HashSet<String> = order
                     .iter()
                     .filter_map(|name| {
-                        let (_, _, czxid) = self.group.data.get(name)?.as_ref()?;
-                        Some(super::member::node_claim_name(*czxid, name))
+                        let (_, stat) = self.group.data.get(name)?.as_ref()?;
+                        Some(super::member::node_claim_name(stat.czxid, name))
                     })
                     .collect();
                 let orphaned: Vec<&String> = claims
@@ -319,7 +345,10 @@ impl Core {
                 }
                 !orphaned.is_empty()
             }
-            Err(Failure::NoNode) => false,
+            Err(Failure::NoNode) => {
+                self.group.claims.clear();
+                false
+            }
             Err(e) => return self.lose_watcher(&format!("get_children failed: {e:?}"), now),
             Ok(other) => {
                 log::error!("unexpected answer to get_children: {other:?}");
@@ -346,6 +375,7 @@ impl Core {
         self.group.members = self.group.members_read();
         self.group.blocked = blocked;
         self.group.refresh = Refresh::Idle;
+        self.group.read_once = true;
         if self.settings.herd_free {
             self.watch_ahead(now);
         }
@@ -366,11 +396,12 @@ impl Core {
             .own()
             .and_then(|own| self.group.position(&own.name));
         let wanted: Vec<String> = match rank {
-            Some(rank) => self.group.order[rank.saturating_sub(self.settings.masters)..rank]
+            Some(rank) if rank >= self.settings.masters => self.group.order
+                [rank - self.settings.masters..rank]
                 .iter()
                 .map(|name| format!("{}/{name}", self.settings.group))
                 .collect(),
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         self.group
             .ahead
@@ -427,6 +458,17 @@ impl Core {
         }
     }
 
+    /// Watch-only mode: the watch for the group's creation is set; if the
+    /// group was created meanwhile, it is read again.
+    pub(super) fn on_group_watched(&mut self, result: Result<Answer, Failure>, now: Instant) {
+        match result {
+            Ok(Answer::Stat(Some(_))) => self.group.stale = true,
+            Ok(Answer::Stat(None)) => {}
+            Err(e) => self.lose_watcher(&format!("exists failed: {e:?}"), now),
+            Ok(other) => log::error!("unexpected answer to exists: {other:?}"),
+        }
+    }
+
     /// The watch on a member ahead is set; if that member is already gone,
     /// the group is read again.
     pub(super) fn on_ahead_watched(
@@ -455,7 +497,7 @@ impl Core {
     fn find_strays(&mut self, order: &[String]) {
         let current = self.node.own().map(|o| (o.owner, o.name.clone()));
         for name in order {
-            let Some(Some((_, owner, _))) = self.group.data.get(name) else {
+            let Some(Some((_, Stat { owner, .. }))) = self.group.data.get(name) else {
                 continue;
             };
             let ours_elsewhere = current
@@ -512,7 +554,11 @@ impl Core {
     /// it, and the role it gives is known: a member among the first N also
     /// waits for its first lease, so that `join` never returns `Offline`
     /// one round trip before `Master`.
+    /// An observer has joined once it has read the group.
     pub(super) fn joined(&self, now: Instant) -> bool {
+        if self.settings.observe {
+            return self.group.read_once;
+        }
         self.node.own().is_some_and(|own| {
             own.claim == super::member::Claim::Held && self.group.position(&own.name).is_some()
         }) && self.role_at(now) != Role::Offline

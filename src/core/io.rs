@@ -68,6 +68,9 @@ pub(crate) struct Stat {
     pub(crate) owner: i64,
     /// The transaction that created the node.
     pub(crate) czxid: i64,
+    /// When the node was created: milliseconds since the Unix epoch, by the
+    /// clock of the server that created it.
+    pub(crate) ctime: i64,
 }
 
 /// A successful reply.
@@ -200,4 +203,24 @@ pub(crate) struct View {
     /// The session timeout the server granted.
     pub(crate) session_timeout: Option<Duration>,
     pub(crate) resigned: bool,
+    /// What happened so far, for [`crate::Metrics`].
+    pub(crate) counters: Counters,
+    /// Watch-only mode: the claims as last read, and whether the first read
+    /// of the group is done.
+    pub(crate) claims: Vec<String>,
+}
+
+/// Counts of what happened to an election, published with each view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Counters {
+    /// Changes of role (any old role to any other).
+    pub(crate) role_transitions: u64,
+    /// Reconnects of the member session that kept the session.
+    pub(crate) reconnects: u64,
+    /// Member sessions given up (expired, closed, or abandoned).
+    pub(crate) session_losses: u64,
+    /// Times the master lease ran out before a renewal extended it.
+    pub(crate) lease_lapses: u64,
+    /// When a renewal last extended the lease.
+    pub(crate) last_renewal: Option<Instant>,
 }

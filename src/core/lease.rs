@@ -110,6 +110,7 @@ impl Core {
             answered: now,
         });
         let Some(from) = from else { return };
+        self.counters.last_renewal = Some(now);
         let end = later(from, self.timeout.saturating_sub(self.margin));
         if self.lease_until.is_none_or(|current| end > current) {
             self.lease_until = Some(end);

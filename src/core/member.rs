@@ -450,6 +450,7 @@ impl Core {
         }
         if let Some(s) = self.member.open() {
             self.old_sessions.push(s.server_session);
+            self.counters.session_losses += 1;
         }
         if let Node::Held(own) = std::mem::replace(&mut self.node, Node::Absent) {
             self.strays.push(self.claim_path(&claim_name(&own)));

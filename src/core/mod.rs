@@ -29,20 +29,21 @@ mod io;
 mod lease;
 mod leave;
 mod member;
+mod publish;
 mod sessions;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 pub(crate) use io::{
-    Answer, Command, Conn, Failure, Input, Mode, Op, Purpose, RequestId, SessionId, Stat, View,
-    WatchKind,
+    Answer, Command, Conn, Counters, Failure, Input, Mode, Op, Purpose, RequestId, SessionId, Stat,
+    View, WatchKind,
 };
 
 pub(crate) use crate::config::deadline_after as later;
 use crate::error::Error;
 use crate::member::Member;
-use crate::role::{Connection, Role, RoleChange};
+use crate::role::{Connection, Role};
 use group::Group;
 use lease::{default_margin, Base};
 use member::Node;
@@ -68,6 +69,10 @@ pub(crate) struct Settings {
     pub(crate) lease_margin: Option<Duration>,
     /// Watch only the members just ahead instead of the whole group.
     pub(crate) herd_free: bool,
+    /// Watch-only mode (an observer): no member session, no node, no claim;
+    /// the group and the claims are read and watched, and the masters are
+    /// told as the members compute them.
+    pub(crate) observe: bool,
     /// A deliberate defect, for the simulator to prove it can fail.
     #[cfg(test)]
     pub(crate) mutant: Mutant,
@@ -86,8 +91,19 @@ impl Settings {
             connect_timeout: config.connect_timeout,
             lease_margin: config.lease_margin,
             herd_free: config.herd_free,
+            observe: false,
             #[cfg(test)]
             mutant: Mutant::None,
+        }
+    }
+
+    /// The settings of an observer of `config`'s group: it watches the
+    /// whole group (herd-free mode is for members) and creates nothing.
+    pub(crate) fn observer(config: &crate::config::Config) -> Settings {
+        Settings {
+            herd_free: false,
+            observe: true,
+            ..Settings::new(config)
         }
     }
 }
@@ -186,6 +202,8 @@ enum Why {
         path: String,
         czxid: i64,
     },
+    /// Watch-only mode: the group does not exist; watch for its creation.
+    WatchGroup,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,8 +258,10 @@ pub(crate) struct Core {
     connection: Connection,
     connection_since: Instant,
     published: Option<View>,
-    /// The role, connection and masters the callbacks were last told of.
-    notified: (Role, Connection, Vec<Member>),
+    /// The role, connection and masters the callbacks were last told of,
+    /// and the members in watch-only mode (where every change is told).
+    notified: (Role, Connection, Vec<Member>, Vec<Member>),
+    counters: Counters,
 }
 
 impl Core {
@@ -278,7 +298,8 @@ impl Core {
             connection: Connection::Lost,
             connection_since: now,
             published: None,
-            notified: (Role::Offline, Connection::Lost, Vec::new()),
+            notified: (Role::Offline, Connection::Lost, Vec::new(), Vec::new()),
+            counters: Counters::default(),
             settings,
         };
         core.step(now);
@@ -354,6 +375,9 @@ impl Core {
         }
         if !matches!(self.phase, Phase::Resigning { .. }) {
             for slot in [&self.member, &self.watcher] {
+                if self.settings.observe && std::ptr::eq(slot, &self.member) {
+                    continue; // never opened
+                }
                 wake.extend(self.slot_timer(slot).map(|(at, _)| at));
             }
             if self.member.connected().is_some() {
@@ -417,7 +441,9 @@ impl Core {
             }
             return self.publish(now);
         }
-        self.step_member(now);
+        if !self.settings.observe {
+            self.step_member(now);
+        }
         self.step_watcher(now);
         let joined = matches!(self.phase, Phase::Joining { .. }) && self.joined(now);
         if joined {
@@ -549,6 +575,7 @@ impl Core {
             Why::WatchOwn { path } => self.on_own_watched(session, path, result, now),
             Why::WatchAhead { path } => self.on_ahead_watched(session, path, result, now),
             Why::WatchClaimed { czxid, .. } => self.on_claimed_watched(czxid, result, now),
+            Why::WatchGroup => self.on_group_watched(result, now),
         }
     }
 
@@ -559,54 +586,6 @@ impl Core {
         }
         if self.watcher.id() == Some(session) {
             self.on_watched_change(path);
-        }
-    }
-
-    /// Publishes what callers see if it changed, and tells the callbacks of
-    /// a change of role, connection or masters.
-    fn publish(&mut self, now: Instant) {
-        let role = self.role_at(now);
-        let members = self.group.members();
-        let masters: Vec<Member> = members
-            .iter()
-            .take(self.settings.masters)
-            .cloned()
-            .collect();
-        let resigned = matches!(self.phase, Phase::Resigning { .. } | Phase::Done);
-        let view = View {
-            role,
-            lease_until: self.lease_until.filter(|_| role == Role::Master),
-            member: self.node.name().map(str::to_owned),
-            members: if resigned { Vec::new() } else { members },
-            masters: if resigned { Vec::new() } else { masters },
-            token: self.node.czxid().filter(|_| role == Role::Master),
-            connection: if resigned {
-                Connection::Lost
-            } else {
-                self.connection
-            },
-            connection_since: self.connection_since,
-            session_timeout: self.granted,
-            resigned,
-        };
-        if self.published.as_ref() != Some(&view) {
-            self.published = Some(view.clone());
-            self.commands.push_back(Command::Publish(view.clone()));
-        }
-        let told = (view.role, view.connection, view.masters.clone());
-        if told != self.notified {
-            let old = self.notified.0;
-            log::debug!("role {old} -> {role}, connection {}", view.connection);
-            self.notified = told;
-            self.commands.push_back(Command::Notify(RoleChange {
-                old,
-                new: role,
-                member: view.member.clone(),
-                masters: view.masters,
-                members: view.members.clone(),
-                connection: view.connection,
-                at: now,
-            }));
         }
     }
 }

@@ -131,6 +131,7 @@ impl Core {
                 }
                 (Slot::Open(_), base) => {
                     log::info!("reconnected in the same session");
+                    self.counters.reconnects += 1;
                     let at = match base {
                         Some(Base::Leader { at, .. }) => Some(at),
                         Some(Base::Renewal { sent, .. }) => Some(sent),
@@ -152,6 +153,9 @@ impl Core {
         } else if self.watcher.id() == Some(session) {
             self.watcher = Slot::Open(fresh);
             self.group.watcher_connected();
+            if self.settings.observe {
+                self.set_connection(Connection::Connected, now);
+            }
         }
     }
 
@@ -164,7 +168,12 @@ impl Core {
                 }
             }
         }
-        if self.member.id() == Some(session) {
+        let followed = if self.settings.observe {
+            &self.watcher
+        } else {
+            &self.member
+        };
+        if followed.id() == Some(session) {
             self.set_connection(Connection::Suspended, now);
         }
     }

@@ -18,7 +18,11 @@ impl World {
         let mut at = faults_end + settle;
         while at <= faults_end + settle + Duration::from_secs(2) {
             self.run_until(at)?;
-            let alive = self.members.iter().filter(|m| !m.resigning).count();
+            let alive = self
+                .members
+                .iter()
+                .filter(|m| !m.resigning && !m.observer)
+                .count();
             let masters = (0..self.members.len())
                 .filter(|&m| self.is_master(m))
                 .count();
@@ -26,6 +30,7 @@ impl World {
                 self.note_state();
                 return Err(Violation::Liveness { at, masters, alive });
             }
+            self.check_observer(at)?;
             at += Duration::from_millis(250);
         }
         Ok(())
@@ -62,6 +67,35 @@ impl World {
         } else {
             Err(Violation::Cleanliness { left })
         }
+    }
+
+    /// Once the masters have settled, the observer tells the same masters,
+    /// as the members themselves list them.
+    fn check_observer(&mut self, at: std::time::Duration) -> Result<(), Violation> {
+        let node = |m: &super::world::Member| m.view.as_ref().and_then(|v| v.member.clone());
+        let mut masters: Vec<String> = (0..self.members.len())
+            .filter(|&m| self.is_master(m))
+            .filter_map(|m| node(&self.members[m]))
+            .collect();
+        masters.sort();
+        let Some(observer) = self.members.iter().find(|m| m.observer) else {
+            return Ok(());
+        };
+        let mut observed: Vec<String> = observer
+            .view
+            .iter()
+            .flat_map(|v| v.masters.iter().map(|m| m.name().to_owned()))
+            .collect();
+        observed.sort();
+        if observed == masters {
+            return Ok(());
+        }
+        self.note_state();
+        Err(Violation::Observer {
+            at,
+            observed,
+            masters,
+        })
     }
 
     /// What a member publishes is one consistent view: a master is among

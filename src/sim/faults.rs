@@ -172,7 +172,8 @@ impl World {
     /// Picks a fault by weight and applies it, then schedules the next pick.
     pub(super) fn pick_fault(&mut self) {
         let mix = self.mix.clone();
-        let n = self.members.len() as u64;
+        // Not the observer (the last): faults are for the members.
+        let n = self.members.len() as u64 - 1;
         let mut member = self.rng.below(n) as usize;
         if mix.aim_at_master {
             member = (0..self.members.len())
@@ -387,7 +388,11 @@ impl World {
     }
 
     fn resign(&mut self, member: usize) {
-        let alive = self.members.iter().filter(|m| !m.resigning).count();
+        let alive = self
+            .members
+            .iter()
+            .filter(|m| !m.resigning && !m.observer)
+            .count();
         if alive > 1 && !self.members[member].resigning {
             self.members[member].resigning = true;
             self.feed(member, crate::core::Input::Resign);

@@ -93,6 +93,12 @@ pub(super) enum Violation {
     /// A member published a view that contradicts itself: master, yet not
     /// among the masters it lists.
     View { at: Duration, member: usize },
+    /// Once the masters had settled, the observer told other masters.
+    Observer {
+        at: Duration,
+        observed: Vec<String>,
+        masters: Vec<String>,
+    },
     /// A member did not finish resigning in time.
     ResignHung { member: usize },
     /// Nodes left behind after everyone resigned and closed.

@@ -48,6 +48,7 @@ fn stat(node: &Node) -> Stat {
     Stat {
         owner: node.owner,
         czxid: node.czxid,
+        ctime: 0,
     }
 }
 

@@ -62,6 +62,8 @@ pub(super) struct Member {
     pub(super) resigning: bool,
     pub(super) resigned: bool,
     group: String,
+    /// An observer (watch-only core): the last of `members`, never faulted.
+    pub(super) observer: bool,
 }
 
 impl Member {
@@ -132,11 +134,18 @@ impl World {
             lease_margin: None,
             // Both modes on every mix; from the seed, so no other draw moves.
             herd_free: seed % 2 == 1,
+            observe: false,
             mutant: mix.mutant,
         };
-        let members = (0..count)
-            .map(|_| {
+        let observer = Settings {
+            herd_free: false,
+            observe: true,
+            ..settings.clone()
+        };
+        let members = (0..=count)
+            .map(|m| {
                 let ppm = rng.below(2 * mix.clock_ppm as u64 + 1) as i64 - mix.clock_ppm;
+                let settings = if m == count { &observer } else { &settings };
                 Member {
                     core: Core::new(settings.clone(), base, rng.next()),
                     ppm,
@@ -149,6 +158,7 @@ impl World {
                     resigning: false,
                     resigned: false,
                     group: group.clone(),
+                    observer: m == count,
                 }
             })
             .collect();

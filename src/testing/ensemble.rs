@@ -7,8 +7,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::process::{
-    common_config, free_ports, freeze, fresh_dir, keep_dirs, print_log_tail_if_panicking, tail,
-    ZkProcess, POLL, START_ATTEMPTS,
+    common_config, free_ports, freeze_process, fresh_dir, keep_dirs, print_log_tail_if_panicking,
+    tail, ZkProcess, POLL, START_ATTEMPTS,
 };
 use super::proxy::{self, Proxy};
 use super::{server_mode, START_TIMEOUT};
@@ -477,7 +477,7 @@ impl Ensemble {
     /// ```
     pub fn pause(&self, i: usize) {
         let member = &self.members[i];
-        freeze(
+        freeze_process(
             member.process.as_ref().expect("server is stopped").pid(),
             true,
         );
@@ -494,7 +494,7 @@ impl Ensemble {
     /// ```
     pub fn resume(&self, i: usize) {
         let member = &self.members[i];
-        freeze(
+        freeze_process(
             member.process.as_ref().expect("server is stopped").pid(),
             false,
         );

@@ -61,6 +61,7 @@ pub mod proxy;
 mod server;
 
 pub use ensemble::{Ensemble, EnsembleBuilder, Isolation};
+pub use process::freeze_process;
 pub use server::{ZkServer, ZkServerBuilder};
 
 /// The servers' `tickTime`. Servers clamp session timeouts to `[2, 20]` ticks = 400 ms ..= 4 s

@@ -22,11 +22,23 @@ pub(super) const POLL: Duration = Duration::from_millis(50);
 pub(super) const START_ATTEMPTS: usize = 3;
 const JAR_DIR: &str = "/usr/share/java";
 
-/// Sends SIGSTOP or SIGCONT to process `pid`, a child not reaped yet (so its pid cannot have
-/// been reused), and returns once every thread of it has stopped or resumed: a thread stops only
-/// when it next runs, so on a busy machine a process just sent SIGSTOP can still answer a
-/// request. Uses the `kill` command, so the library needs no `unsafe`.
-pub(super) fn freeze(pid: u32, frozen: bool) {
+/// Freezes process `pid` (SIGSTOP, `frozen`) or lets it run again (SIGCONT), and returns once
+/// every thread of it has stopped or resumed: a thread stops only when it next runs, so on a busy
+/// machine a process just sent SIGSTOP can still answer a request. For a server, a worker of
+/// yours, anything that should look hung. `pid` should be a child not reaped yet, so that it
+/// cannot have been reused. Uses the `kill` command, so the library needs no `unsafe`.
+///
+/// # Panics
+/// If the signal cannot be sent, or the threads have not all stopped (or resumed) within 5 s.
+///
+/// ```no_run
+/// use zk_master::testing::freeze_process;
+/// let mut worker = std::process::Command::new("my-service").spawn()?;
+/// freeze_process(worker.id(), true); // a hung worker: its lease lapses, a successor takes over
+/// freeze_process(worker.id(), false);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn freeze_process(pid: u32, frozen: bool) {
     let sig = if frozen { "-STOP" } else { "-CONT" };
     let status = Command::new("kill").arg(sig).arg(pid.to_string()).status();
     assert!(
@@ -38,7 +50,7 @@ pub(super) fn freeze(pid: u32, frozen: bool) {
 
 /// Waits (at most 5 s) until every thread of process `pid` is stopped by a signal (`stopped`)
 /// or none is.
-pub(super) fn wait_until_stopped(pid: u32, stopped: bool) {
+fn wait_until_stopped(pid: u32, stopped: bool) {
     let what = if stopped { "stop" } else { "resume" };
     let all_threads = || {
         let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {

@@ -6,8 +6,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::process::{
-    common_config, free_ports, freeze, fresh_dir, keep_dirs, print_log_tail_if_panicking, tail,
-    ZkProcess, POLL, START_ATTEMPTS,
+    common_config, free_ports, freeze_process, fresh_dir, keep_dirs, print_log_tail_if_panicking,
+    tail, ZkProcess, POLL, START_ATTEMPTS,
 };
 use super::{server_mode, START_TIMEOUT};
 
@@ -273,7 +273,7 @@ impl ZkServer {
     /// server.resume();
     /// ```
     pub fn pause(&self) {
-        freeze(
+        freeze_process(
             self.process.as_ref().expect("server is stopped").pid(),
             true,
         );
@@ -288,7 +288,7 @@ impl ZkServer {
     /// server.resume();
     /// ```
     pub fn resume(&self) {
-        freeze(
+        freeze_process(
             self.process.as_ref().expect("server is stopped").pid(),
             false,
         );

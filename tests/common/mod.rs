@@ -9,7 +9,6 @@
 //!   workers' `--trace-roles` files.
 #![allow(dead_code)]
 
-use std::fs;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,7 +23,7 @@ mod worker;
 pub use worker::{worker_binary, LogLines, Worker};
 #[allow(unused_imports)] // each test binary uses its own part
 pub use zk_master::testing::{
-    four_letter_word, proxy, server_mode, Ensemble, Isolation, ZkServer, TICK_TIME,
+    four_letter_word, freeze_process, proxy, server_mode, Ensemble, Isolation, ZkServer, TICK_TIME,
 };
 
 /// How long [`raw_client`] waits for a session before it panics.
@@ -38,6 +37,18 @@ pub const SESSION: Duration = Duration::from_millis(2000);
 
 /// Bound for waits on something that should happen promptly.
 pub const SOON: Duration = Duration::from_secs(10);
+
+/// Joins, or panics with the error.
+pub fn join(config: zk_master::Config) -> zk_master::Election {
+    zk_master::Election::join(config).expect("join")
+}
+
+/// The children of `path`, sorted.
+pub fn children(zk: &ZooKeeper, path: &str) -> Vec<String> {
+    let mut children = zk.get_children(path, false).expect("get_children");
+    children.sort();
+    children
+}
 
 /// The usual member configuration of a test: `server`, `group`, [`SESSION`],
 /// and [`SOON`] to connect.
@@ -85,37 +96,10 @@ pub fn signal(pid: u32, sig: libc::c_int) {
     let error = std::io::Error::last_os_error();
     assert_eq!(rc, 0, "kill({pid}, {sig}) failed: {error}");
     match sig {
-        libc::SIGSTOP => wait_until_stopped(pid, true),
-        libc::SIGCONT => wait_until_stopped(pid, false),
+        libc::SIGSTOP => freeze_process(pid, true),
+        libc::SIGCONT => freeze_process(pid, false),
         _ => {}
     }
-}
-
-/// Waits (at most 5 s) until every thread of process `pid` is stopped by a signal (`stopped`)
-/// or none is.
-fn wait_until_stopped(pid: u32, stopped: bool) {
-    let what = if stopped { "stop" } else { "resume" };
-    let all_threads = || {
-        let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-            return true; // gone: nothing left to stop or resume
-        };
-        tasks.flatten().all(|task| {
-            let stat = fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-            // "tid (comm) S ...": the state follows the last ')'; 'T' stopped, 't' traced.
-            let state = stat
-                .rfind(')')
-                .and_then(|i| stat[i + 1..].trim_start().chars().next());
-            match state {
-                None | Some('Z' | 'X') => true, // the thread exited meanwhile
-                Some(s) => matches!(s, 'T' | 't') == stopped,
-            }
-        })
-    };
-    wait_for(
-        Duration::from_secs(5),
-        &format!("process {pid} to {what}"),
-        all_threads,
-    );
 }
 
 /// Returns a connected client of the `zookeeper` crate (requested session timeout

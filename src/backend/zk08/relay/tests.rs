@@ -246,6 +246,7 @@ fn injected_replies_never_reach_the_client_and_order_is_kept() {
     let stat = Stat {
         owner: SESSION,
         czxid: CZXID,
+        ctime: 9,
     };
     assert_eq!(renewed.recv_timeout(SOON), Ok(answered(Some(stat))));
     assert_eq!(

@@ -56,6 +56,7 @@ pub(super) fn parse_stat(record: &[u8]) -> Option<Stat> {
     Some(Stat {
         czxid: be_i64(record, 0)?,
         owner: be_i64(record, 44)?,
+        ctime: be_i64(record, 16)?,
     })
 }
 
