@@ -3,7 +3,7 @@
 //! stopped: connections refused) and a third one (the server frozen with SIGSTOP: connections
 //! accepted, nothing answered). Every log record of the process is counted by level and by
 //! origin (zk-master, or the `zookeeper` crate); CPU is the process's own (`getrusage`), the
-//! server being another process.
+//! server being another process; RSS is the process's resident memory at the end of each phase.
 //!
 //! ```text
 //! cargo run --release --features testing --example outage            # 12 s per outage
@@ -81,6 +81,8 @@ struct Snapshot {
     at: Instant,
     counts: [[u64; 3]; 3],
     cpu: Duration,
+    /// Resident memory in KiB (0 if unknown), to see what an outage leaves behind.
+    rss_kib: u64,
 }
 
 fn snapshot() -> Snapshot {
@@ -94,7 +96,17 @@ fn snapshot() -> Snapshot {
         at: Instant::now(),
         counts,
         cpu: cpu_time(),
+        rss_kib: rss_kib(),
     }
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn cpu_time() -> Duration {
@@ -118,7 +130,7 @@ fn report(name: &str, from: Snapshot, to: Snapshot, outage: bool) -> bool {
     let met = warn_up as f64 <= MAX_WARN_PER_S * secs.max(1.0) && d(1, 0) == 0 && share < MAX_CPU;
     println!(
         "{name:<34} {secs:6.1} s  zk-master E/W/I {:>3}/{:>3}/{:>5}  crate E/W/I {:>6}/{:>5}/{:>5}  \
-         CPU {:7.1} ms = {:6.2}% of a core{}",
+         CPU {:7.1} ms = {:6.2}% of a core  RSS {} KiB{}",
         d(0, 0),
         d(0, 1),
         d(0, 2),
@@ -127,6 +139,7 @@ fn report(name: &str, from: Snapshot, to: Snapshot, outage: bool) -> bool {
         d(1, 2),
         cpu * 1000.0,
         share * 100.0,
+        to.rss_kib,
         match (outage, met) {
             (false, _) => "",
             (true, true) => "  [goals met]",

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,61 +16,62 @@ use zk_master::{Config, Connection, Election, Role};
 /// The session timeout of the issue's scenarios.
 const TIMEOUT: Duration = Duration::from_secs(4);
 
-/// Counts, by polling, what a member went through: sessions lost (its connection read `Lost`,
-/// or its member node changed) and mastership lost.
+/// Counts, by polling every 5 ms, what a member went through: sessions lost (its connection
+/// turned `Lost`), mastership lost, and the time neither it nor `other` was master.
 struct Watch {
     stop: Arc<AtomicBool>,
-    lost: Arc<AtomicUsize>,
-    stepped_down: Arc<AtomicUsize>,
-    thread: Option<thread::JoinHandle<()>>,
+    thread: Option<thread::JoinHandle<Seen>>,
+}
+
+/// What a [`Watch`] saw.
+#[derive(Debug)]
+struct Seen {
+    sessions_lost: usize,
+    masterships_lost: usize,
+    masterless: Duration,
 }
 
 impl Watch {
-    fn start(member: Arc<Election>) -> Watch {
+    fn start(member: Arc<Election>, other: Arc<Election>) -> Watch {
         let stop = Arc::new(AtomicBool::new(false));
-        let lost = Arc::new(AtomicUsize::new(0));
-        let stepped_down = Arc::new(AtomicUsize::new(0));
-        let (s, l, d) = (stop.clone(), lost.clone(), stepped_down.clone());
+        let stopping = stop.clone();
         let thread = thread::spawn(move || {
-            let mut name = member.member_name();
+            let mut seen = Seen {
+                sessions_lost: 0,
+                masterships_lost: 0,
+                masterless: Duration::ZERO,
+            };
             let mut was_lost = false;
             let mut was_master = member.is_master();
-            while !s.load(Ordering::SeqCst) {
+            let mut last = Instant::now();
+            while !stopping.load(Ordering::SeqCst) {
                 let is_lost = member.connection().0 == Connection::Lost;
-                let now_name = member.member_name();
-                if (is_lost && !was_lost) || (now_name.is_some() && now_name != name) {
-                    l.fetch_add(1, Ordering::SeqCst);
-                }
-                if now_name.is_some() {
-                    name = now_name;
-                }
+                seen.sessions_lost += usize::from(is_lost && !was_lost);
                 was_lost = is_lost;
                 let is_master = member.is_master();
-                if was_master && !is_master {
-                    d.fetch_add(1, Ordering::SeqCst);
-                }
+                seen.masterships_lost += usize::from(was_master && !is_master);
                 was_master = is_master;
+                let now = Instant::now();
+                if !is_master && !other.is_master() {
+                    seen.masterless += now - last;
+                }
+                last = now;
                 thread::sleep(Duration::from_millis(5));
             }
+            seen
         });
         Watch {
             stop,
-            lost,
-            stepped_down,
             thread: Some(thread),
         }
     }
 
-    /// (sessions lost, mastership lost)
-    fn finish(mut self) -> (usize, usize) {
+    fn finish(mut self) -> Seen {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("watch thread");
-        }
-        (
-            self.lost.load(Ordering::SeqCst),
-            self.stepped_down.load(Ordering::SeqCst),
-        )
+        self.thread
+            .take()
+            .map(|t| t.join().expect("watch thread"))
+            .expect("started")
     }
 }
 
@@ -92,12 +93,12 @@ fn flap(group: &str, every: Duration, cuts: usize) {
         master.wait_until_master(SOON),
         "the first member became master"
     );
-    let slave = Election::join(config(server.connect_string(), group)).expect("join");
+    let slave = Arc::new(Election::join(config(server.connect_string(), group)).expect("join"));
     wait_for(SOON, "the second member to be slave", || {
         slave.role() == Role::Slave
     });
     let name = master.member_name();
-    let watch = Watch::start(master.clone());
+    let watch = Watch::start(master.clone(), slave.clone());
     let started = Instant::now();
     for i in 1..=cuts {
         let next = started + every * i as u32;
@@ -108,13 +109,12 @@ fn flap(group: &str, every: Duration, cuts: usize) {
     wait_for(SOON, "the master to be connected again", || {
         master.connection().0 == Connection::Connected
     });
-    let (lost, stepped_down) = watch.finish();
-    eprintln!(
-        "flap every {every:?}, {cuts} cuts: {lost} sessions lost, {stepped_down} times mastership \
-         lost, slave became master: {}",
-        slave.is_master()
+    let seen = watch.finish();
+    eprintln!("flap every {every:?}, {cuts} cuts: {seen:?}");
+    assert_eq!(
+        seen.sessions_lost, 0,
+        "sessions lost through {cuts} cuts every {every:?}"
     );
-    assert_eq!(lost, 0, "sessions lost through {cuts} cuts every {every:?}");
     assert_eq!(master.member_name(), name, "the member node was kept");
     wait_for(SOON, "the master to hold its lease again", || {
         master.is_master()
@@ -144,21 +144,21 @@ fn session_kept_through_a_standalone_restart_longer_than_its_time_left() {
         master.wait_until_master(SOON),
         "the first member became master"
     );
-    let slave = Election::join(config(server.connect_string(), group)).expect("join");
+    let slave = Arc::new(Election::join(config(server.connect_string(), group)).expect("join"));
     wait_for(SOON, "the second member to be slave", || {
         slave.role() == Role::Slave
     });
     let (name, token) = (master.member_name(), master.fencing_token());
-    let watch = Watch::start(master.clone());
+    let watch = Watch::start(master.clone(), slave.clone());
     server.stop();
     let stopped = Instant::now();
     thread::sleep(TIMEOUT + Duration::from_millis(500));
     server.restart();
     let down = stopped.elapsed();
     assert!(master.wait_until_master(SOON), "the master is master again");
-    let (lost, _) = watch.finish();
-    eprintln!("standalone server down {down:?} (session {TIMEOUT:?}): {lost} sessions lost");
-    assert_eq!(lost, 0, "the session was lost");
+    let seen = watch.finish();
+    eprintln!("standalone server down {down:?} (session {TIMEOUT:?}): {seen:?}");
+    assert_eq!(seen.sessions_lost, 0, "the session was lost");
     assert_eq!(master.member_name(), name, "the member node was kept");
     assert_eq!(master.fencing_token(), token, "the same node");
     assert_eq!(slave.role(), Role::Slave, "the slave stayed slave");

@@ -52,8 +52,8 @@ Options:
   --scale-budget-s S    a size whose members take longer than S seconds to join is cut there,
                         and no larger size is tried [default: 120]
   --scale-only          run the scale benchmark alone
-  --herd-free           the scale members use Config::herd_free(true): each watches only the
-                        member just ahead, instead of the whole group
+  --herd-free           scale members in herd-free mode (Config::herd_free): a member watches
+                        only the one ahead of it, so slaves are not told of every takeover
 ";
 
 /// What to run, from the flags.
@@ -67,7 +67,7 @@ pub struct Plan {
     pub scale_budget: Duration,
     /// Only the scale benchmark.
     pub scale_only: bool,
-    /// The scale members watch only the member just ahead.
+    /// Scale members in herd-free mode (`Config::herd_free`).
     pub herd_free: bool,
 }
 
@@ -105,7 +105,8 @@ fn main() {
         write_json(&plan, o.finish());
         // See below: the largest group is left to the process's exit.
         std::mem::forget(last_members);
-        return;
+        drop(server);
+        std::process::exit(0);
     }
 
     // Memory first, while the process is still fresh.

@@ -24,6 +24,8 @@ const SETTLED: Duration = Duration::from_secs(60);
 /// The figures of one group size.
 pub struct Scale {
     pub members: usize,
+    /// Whether the members ran in herd-free mode (`Config::herd_free`).
+    pub herd_free: bool,
     /// Members joined when the join budget ran out, if it did.
     pub capped_at: Option<usize>,
     pub join_all: Duration,
@@ -46,6 +48,7 @@ impl Scale {
     pub fn json(&self) -> String {
         let mut o = JsonObject::default();
         o.raw("members", self.members)
+            .raw("herd_free", self.herd_free)
             .raw(
                 "capped_at",
                 self.capped_at.map_or("null".into(), |n| n.to_string()),
@@ -189,15 +192,15 @@ fn scale_one(config: &Config, port: u16, members: usize, plan: &Plan) -> (Scale,
     }
     let join_all = start.elapsed();
     let name_of = |m: &Election| m.member_name().unwrap_or_default();
-    // Herd-free, a slave learns of a new master only when its own place changes: only the
-    // master itself is waited for.
-    let herd_free = plan.herd_free;
     let agree = |joined: &[Election], master: &str| {
-        let told = if herd_free { &joined[..1] } else { joined };
-        told.iter()
+        joined
+            .iter()
             .all(|m| m.masters().first().map(|x| x.name()) == Some(master))
     };
-    if let Some(first) = joined.first().map(name_of) {
+    // Herd-free, a slave learns of a new master only when its own place changes: "everyone knows
+    // the master" is then not a state to wait for (the new master's own promotion is).
+    let everyone_told = !plan.herd_free;
+    if let Some(first) = joined.first().map(name_of).filter(|_| everyone_told) {
         wait_until("all members to know the master", || agree(&joined, &first));
     }
     let watches = four_letter_word(port, "wchs")
@@ -225,10 +228,12 @@ fn scale_one(config: &Config, port: u16, members: usize, plan: &Plan) -> (Scale,
         );
         latencies.push(t0.elapsed());
         let next = name_of(&joined[0]);
-        wait_until("all members to know the new master", || {
-            agree(&joined, &next)
-        });
-        settle_times.push(t0.elapsed());
+        if everyone_told {
+            wait_until("all members to know the new master", || {
+                agree(&joined, &next)
+            });
+            settle_times.push(t0.elapsed());
+        }
         // Let the last reads' replies land before reading the counters.
         thread::sleep(Duration::from_millis(100));
         let after = counters(port);
@@ -239,13 +244,16 @@ fn scale_one(config: &Config, port: u16, members: usize, plan: &Plan) -> (Scale,
             received_between(&before.sockets, &after.sockets),
         ]);
         joined.push(join(config));
-        wait_until("all members to know the newcomer's master", || {
-            agree(&joined, &next)
-        });
+        if everyone_told {
+            wait_until("all members to know the newcomer's master", || {
+                agree(&joined, &next)
+            });
+        }
     }
     let per = |i: usize| median_f64(&deltas.iter().map(|d: &[f64; 4]| d[i]).collect::<Vec<_>>());
     let result = Scale {
         members,
+        herd_free: plan.herd_free,
         capped_at,
         join_all,
         takeover: (!latencies.is_empty()).then(|| summarize(&latencies)),

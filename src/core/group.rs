@@ -118,9 +118,6 @@ impl Core {
             Some(SlotDue::OpenTimedOut) => {
                 return self.lose_watcher("no session was established in time", now);
             }
-            Some(SlotDue::Suspended) => {
-                return self.lose_watcher("disconnected for two session timeouts", now);
-            }
             None => {}
         }
         let Some((session, conn)) = self.watcher.connected() else {

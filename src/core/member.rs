@@ -91,9 +91,6 @@ impl Core {
                 self.member = Slot::Idle { retry_at: now };
                 return self.note_failure("no session was established in time");
             }
-            Some(SlotDue::Suspended) => {
-                return self.lose_member("disconnected for two session timeouts", now);
-            }
             None => {}
         }
         let Some((session, conn)) = self.member.connected() else {

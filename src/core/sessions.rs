@@ -61,8 +61,6 @@ pub(super) enum SlotDue {
     Open,
     /// Asked for a session that never came.
     OpenTimedOut,
-    /// Disconnected for too long: give the session up.
-    Suspended,
 }
 
 impl Core {
@@ -73,9 +71,9 @@ impl Core {
             Slot::Opening { since, .. } => {
                 Some((self.open_deadline(*since), SlotDue::OpenTimedOut))
             }
-            Slot::Open(s) if s.conn.is_none() => {
-                Some((self.suspend_deadline(s.since), SlotDue::Suspended))
-            }
+            // A disconnected session is never given up here: the backend
+            // reports it lost when a server refuses it (expired), and
+            // resumes it whenever one still has it, however long it took.
             Slot::Open(_) => None,
         }
     }
@@ -100,11 +98,6 @@ impl Core {
     /// How long a session may take to connect before it is given up.
     pub(super) fn open_deadline(&self, since: Instant) -> Instant {
         later(since, self.settings.session_timeout * 2)
-    }
-
-    /// How long a session may stay disconnected before it is given up.
-    pub(super) fn suspend_deadline(&self, since: Instant) -> Instant {
-        later(since, self.timeout * 2)
     }
 
     pub(super) fn next_backoff(&mut self, now: Instant) -> Instant {

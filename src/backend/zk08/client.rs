@@ -331,7 +331,14 @@ impl Calls {
                 watch_reporter.watch(e.path.unwrap_or_default(), WatchKind::Changed);
             }
         };
-        let zk = ZooKeeper::connect(connect, timeout, default_watcher).ok()?;
+        // Out of file descriptors, the crate panics (an unwrap in its io
+        // setup) instead of returning an error: contained, it is a failed
+        // attempt like any other.
+        let zk = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            ZooKeeper::connect(connect, timeout, default_watcher)
+        }))
+        .ok()?
+        .ok()?;
         let (listener_reporter, listener_jobs) = (self.reporter.clone(), self.jobs.clone());
         let listening =
             zk.add_listener(move |state| on_state(&listener_reporter, &listener_jobs, state));
