@@ -28,8 +28,8 @@ pub struct Metrics {
     /// Reconnects of the member session that kept the session (its node and
     /// claim stayed).
     pub reconnects: u64,
-    /// Member sessions lost (expired, closed, or given up after being
-    /// disconnected too long); each costs the member its place in the queue.
+    /// Member sessions lost (expired at the server, found so on reconnecting,
+    /// or closed); each costs the member its place in the queue.
     pub session_losses: u64,
     /// Times this member was master and its lease ran out before a renewal
     /// extended it (a frozen server, a slow or cut-off link). A lease that

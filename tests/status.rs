@@ -168,3 +168,34 @@ fn help_and_bad_flags() {
     let (code, _, err) = status(&["--group", "no-slash"]);
     assert_eq!(code, 2, "{err}");
 }
+
+#[test]
+fn flags_an_orphaned_claim() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let zk = common::raw_client(&server.connect_string());
+    let acl = zookeeper::Acl::open_unsafe().clone();
+    for path in ["/o", "/o.claims"] {
+        zk.create(
+            path,
+            Vec::new(),
+            acl.clone(),
+            zookeeper::CreateMode::Persistent,
+        )
+        .expect("create");
+    }
+    let orphan = "/o.claims/7-worker0000000099";
+    zk.create(orphan, Vec::new(), acl, zookeeper::CreateMode::Ephemeral)
+        .expect("claim");
+    let a = Election::join(config(&server, "/o")).expect("join");
+    let connect = server.connect_string();
+    let (code, out, err) = status(&["--connect", &connect, "--group", "/o"]);
+    println!("{out}");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 members, 0 masters"), "{out}");
+    assert!(
+        out.contains("7-worker0000000099               ORPHANED: no member worker0000000099"),
+        "{out}"
+    );
+    drop(a);
+}

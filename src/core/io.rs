@@ -217,7 +217,7 @@ pub(crate) struct Counters {
     pub(crate) role_transitions: u64,
     /// Reconnects of the member session that kept the session.
     pub(crate) reconnects: u64,
-    /// Member sessions given up (expired, closed, or abandoned).
+    /// Member sessions lost (expired, closed, or abandoned).
     pub(crate) session_losses: u64,
     /// Times the master lease ran out before a renewal extended it.
     pub(crate) lease_lapses: u64,
