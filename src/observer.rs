@@ -88,6 +88,8 @@ impl Observer {
     /// # Errors
     /// - [`Error::InvalidConfig`]: a field of `config` is unusable; nothing was sent.
     /// - [`Error::Unreachable`]: the group could not be read within the connect timeout.
+    /// - [`Error::AccessDenied`]: the group's ACL does not let these credentials list it;
+    ///   reported at once, without retrying.
     /// - [`Error::Spawn`]: the operating system refused to start one of the library's threads.
     ///
     /// # Example

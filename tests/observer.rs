@@ -285,3 +285,90 @@ fn prints_how_soon_the_observer_tells_a_new_master() {
         lags[lags.len() - 1]
     );
 }
+
+#[test]
+fn a_group_it_may_not_list_fails_at_once_with_access_denied() {
+    common::init_logging();
+    let server = ZkServer::start();
+    let group = "/closed";
+    let secure = || {
+        config(&server, group)
+            .auth("workers:s3cret")
+            .readable_by_anyone(false)
+    };
+    let member = Election::join(secure().data(b"secret".to_vec())).expect("join");
+    let started = std::time::Instant::now();
+    match Observer::watch(config(&server, group)) {
+        Err(zk_master::Error::AccessDenied { op, path, .. }) => {
+            assert_eq!((op, path.as_str()), ("get_children", group));
+        }
+        other => panic!("expected AccessDenied, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < SOON,
+        "at once, not after the connect timeout"
+    );
+    let observer = Observer::watch(secure()).expect("watch with the credentials");
+    let data: Vec<Vec<u8>> = observer
+        .members()
+        .iter()
+        .map(|m| m.data().to_vec())
+        .collect();
+    assert_eq!(data, [b"secret".to_vec()]);
+    drop(member);
+}
+
+#[test]
+fn moves_to_another_server_of_an_ensemble_when_its_server_dies() {
+    common::init_logging();
+    let mut ensemble = common::Ensemble::start(3);
+    ensemble.wait_quorum();
+    let group = "/Roles/ensemble";
+    let config = |connect: String, data: &str| {
+        Config::new(connect)
+            .group(group)
+            .session_timeout(SESSION)
+            .connect_timeout(SOON)
+            .data(data.as_bytes().to_vec())
+    };
+    let data = |observer: &Observer| -> Vec<String> {
+        observer
+            .members()
+            .iter()
+            .map(|m| String::from_utf8_lossy(m.data()).into_owned())
+            .collect()
+    };
+    // Whether server `i` has a client session (the observer's: the members
+    // connect to server 2 only). `cons` shows a session id for a session's
+    // connection, none for its own.
+    let serves_a_client = |ensemble: &common::Ensemble, i: usize| {
+        common::four_letter_word(ensemble.port(i), "cons")
+            .is_some_and(|reply| reply.lines().any(|l| l.contains("sid=0x")))
+    };
+    // An observer on server 0 or 1 (it picks one of the three; try again
+    // while it picks server 2).
+    let (observer, its_server) = (0..20)
+        .find_map(|_| {
+            let observer = Observer::watch(config(ensemble.connect_string(), "")).expect("watch");
+            (0..2)
+                .find(|&i| serves_a_client(&ensemble, i))
+                .map(|i| (observer, i))
+        })
+        .expect("an observer on server 0 or 1 in 20 tries");
+    let first = Election::join(config(ensemble.server_connect_string(2), "first")).expect("join");
+    wait_for(SOON, "the first member", || data(&observer) == ["first"]);
+    ensemble.kill(its_server); // two of three left: still a quorum
+    let second = Election::join(config(ensemble.server_connect_string(2), "second")).expect("join");
+    wait_for(
+        Duration::from_secs(30),
+        "the observer follows on a live server",
+        || {
+            observer.connection().0 == Connection::Connected
+                && data(&observer) == ["first", "second"]
+        },
+    );
+    drop((first, second));
+    wait_for(Duration::from_secs(30), "both gone", || {
+        observer.members().is_empty()
+    });
+}

@@ -240,6 +240,18 @@ impl Core {
                 self.step_down_from_deleted_node(now);
                 self.group.stale = false;
             }
+            Err(Failure::Denied(reason))
+                if self.settings.observe && matches!(self.phase, Phase::Joining { .. }) =>
+            {
+                // An observer has no other credentials to retry with: its
+                // start fails at once, as a member's join does.
+                let error = crate::error::Error::AccessDenied {
+                    op: "get_children",
+                    path: self.settings.group.clone(),
+                    reason,
+                };
+                self.finish_join(Err(error), now);
+            }
             Err(e) => self.lose_watcher(&format!("get_children failed: {e:?}"), now),
             Ok(other) => log::error!("unexpected answer to get_children: {other:?}"),
         }

@@ -458,7 +458,7 @@ impl Core {
         }
     }
 
-    fn finish_join(&mut self, result: Result<(), Error>, now: Instant) {
+    pub(super) fn finish_join(&mut self, result: Result<(), Error>, now: Instant) {
         log::debug!("join failed: {result:?}");
         self.close_all();
         self.lease_until = None;

@@ -110,6 +110,10 @@ pub(super) struct Mix {
     /// Claims and nodes may both be deleted by hand in one schedule (which
     /// a frozen or cut-off master cannot survive, whatever the core does).
     pub(super) claims_and_nodes_by_hand: bool,
+    /// Faults aimed at one member may hit the observer too (dropped
+    /// connections, partitions, freezes, a stale follower; never a requeue
+    /// or a resign), so its containment is tested, not only its reading.
+    pub(super) fault_observer: bool,
     /// Check only the promise (for mutants, whose other failures are moot).
     pub(super) promise_only: bool,
 }
@@ -144,6 +148,7 @@ impl Mix {
             slow_replies_only: false,
             promise_only: false,
             claims_and_nodes_by_hand: false,
+            fault_observer: false,
         }
     }
 
@@ -172,8 +177,8 @@ impl World {
     /// Picks a fault by weight and applies it, then schedules the next pick.
     pub(super) fn pick_fault(&mut self) {
         let mix = self.mix.clone();
-        // Not the observer (the last): faults are for the members.
-        let n = self.members.len() as u64 - 1;
+        // Not the observer (the last), unless the mix says so.
+        let n = self.members.len() as u64 - u64::from(!mix.fault_observer);
         let mut member = self.rng.below(n) as usize;
         if mix.aim_at_master {
             member = (0..self.members.len())
@@ -279,7 +284,10 @@ impl World {
             Fault::Freeze { member, length } => self.freeze(member, length),
             Fault::Thaw { member } => self.thaw(member),
             Fault::FreezeMasterThenDelete { group } => self.freeze_master_then_delete(group),
-            Fault::Requeue { member } => self.feed(member, crate::core::Input::Requeue),
+            Fault::Requeue { member } if !self.members[member].observer => {
+                self.feed(member, crate::core::Input::Requeue)
+            }
+            Fault::Requeue { .. } => {}
             Fault::Resign { member } => self.resign(member),
             Fault::StaleFollower { member, length } => self.stale_follower(member, length),
             Fault::StaleEnd { rest } => self.stale_end(rest),
@@ -393,7 +401,8 @@ impl World {
             .iter()
             .filter(|m| !m.resigning && !m.observer)
             .count();
-        if alive > 1 && !self.members[member].resigning {
+        let target = &self.members[member];
+        if alive > 1 && !target.resigning && !target.observer {
             self.members[member].resigning = true;
             self.feed(member, crate::core::Input::Resign);
         }

@@ -207,3 +207,20 @@ fn replay() {
         .unwrap_or(0);
     println!("{}", report(seed, &Mix::standard()));
 }
+
+/// The observer is hit by the faults aimed at one member too (its
+/// connections dropped, partitioned, frozen, behind a stale follower): once
+/// faults stop, it must still show the members that are master.
+#[test]
+fn an_observer_hit_by_faults_still_shows_the_masters() {
+    let mix = Mix {
+        fault_observer: true,
+        ..Mix::standard()
+    };
+    let count = (schedules() / 10).max(100);
+    let (failed, stats) = run_seeds(0, count, &mix);
+    if let Some(f) = failed {
+        panic!("{}", report(f.seed, &mix));
+    }
+    eprintln!("{count} schedules with a faulted observer: {stats:?}");
+}
