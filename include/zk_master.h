@@ -157,6 +157,31 @@ typedef struct zkm_config zkm_config;
 // ```
 typedef struct zkm_election zkm_election;
 
+// The counters a service alerts on, as [`zkm_election_metrics`] copies them.
+// A plain struct: the caller owns it (on its stack, say); nothing to free.
+//
+// ```c
+// zkm_metrics m;
+// if (zkm_election_metrics(election, &m) == ZKM_OK && m.lease_lapses > 0)
+//     fprintf(stderr, "lease lapsed %llu times\n", (unsigned long long)m.lease_lapses);
+// ```
+typedef struct zkm_metrics {
+  // What `zkm_is_master` said when the metrics were taken.
+  bool is_master;
+  // Changes of role, from any role to another.
+  uint64_t role_transitions;
+  // Reconnects of the member session that kept the session.
+  uint64_t reconnects;
+  // Member sessions lost; each costs the member its place in the queue.
+  uint64_t session_losses;
+  // Times a master's lease ran out before a renewal extended it.
+  uint64_t lease_lapses;
+  // Milliseconds since a renewal last extended the lease; -1 before the first.
+  int64_t ms_since_last_renewal;
+  // The session timeout the server granted, in milliseconds; -1 until known.
+  int64_t session_timeout_ms;
+} zkm_metrics;
+
 // One member of the group. Its pointers belong to the view that holds it
 // (a [`zkm_snapshot`] or a [`zkm_role_change`]) and live as long as it.
 //
@@ -564,6 +589,22 @@ enum zkm_role zkm_role_of(const struct zkm_election *election);
 // # Safety
 // `election` is NULL or a live election; `token` is NULL or writable.
 enum zkm_result zkm_fencing_token(const struct zkm_election *election, uint64_t *token);
+
+// Copies the election's metrics into `*out`: cheap (a copy under the
+// status lock), callable from any thread, and from a callback.
+//
+// # Errors
+// `ZKM_ERR_NULL`.
+//
+// ```c
+// zkm_metrics m;
+// zkm_election_metrics(election, &m);
+// printf("zk_master_is_master %d\n", m.is_master);
+// ```
+//
+// # Safety
+// `election` is NULL or a live election; `out` is NULL or writable.
+enum zkm_result zkm_election_metrics(const struct zkm_election *election, struct zkm_metrics *out);
 
 // Copies the state of the election now (role, connection, member name,
 // masters and members with their data, fencing token, granted timeout).

@@ -210,6 +210,75 @@ pub unsafe extern "C" fn zkm_fencing_token(
     })
 }
 
+/// The counters a service alerts on, as [`zkm_election_metrics`] copies them.
+/// A plain struct: the caller owns it (on its stack, say); nothing to free.
+///
+/// ```c
+/// zkm_metrics m;
+/// if (zkm_election_metrics(election, &m) == ZKM_OK && m.lease_lapses > 0)
+///     fprintf(stderr, "lease lapsed %llu times\n", (unsigned long long)m.lease_lapses);
+/// ```
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct zkm_metrics {
+    /// What `zkm_is_master` said when the metrics were taken.
+    pub is_master: bool,
+    /// Changes of role, from any role to another.
+    pub role_transitions: u64,
+    /// Reconnects of the member session that kept the session.
+    pub reconnects: u64,
+    /// Member sessions lost; each costs the member its place in the queue.
+    pub session_losses: u64,
+    /// Times a master's lease ran out before a renewal extended it.
+    pub lease_lapses: u64,
+    /// Milliseconds since a renewal last extended the lease; -1 before the first.
+    pub ms_since_last_renewal: i64,
+    /// The session timeout the server granted, in milliseconds; -1 until known.
+    pub session_timeout_ms: i64,
+}
+
+/// Copies the election's metrics into `*out`: cheap (a copy under the
+/// status lock), callable from any thread, and from a callback.
+///
+/// # Errors
+/// `ZKM_ERR_NULL`.
+///
+/// ```c
+/// zkm_metrics m;
+/// zkm_election_metrics(election, &m);
+/// printf("zk_master_is_master %d\n", m.is_master);
+/// ```
+///
+/// # Safety
+/// `election` is NULL or a live election; `out` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn zkm_election_metrics(
+    election: *const zkm_election,
+    out: *mut zkm_metrics,
+) -> zkm_result {
+    guard("zkm_election_metrics", || {
+        // SAFETY: by the caller's contract.
+        let handle = unsafe { live(election) }?;
+        if out.is_null() {
+            return Err(Failure::null("out"));
+        }
+        let m = handle.election.metrics();
+        let millis = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let metrics = zkm_metrics {
+            is_master: m.is_master,
+            role_transitions: m.role_transitions,
+            reconnects: m.reconnects,
+            session_losses: m.session_losses,
+            lease_lapses: m.lease_lapses,
+            ms_since_last_renewal: m.since_last_renewal().map_or(-1, millis),
+            session_timeout_ms: m.session_timeout.map_or(-1, millis),
+        };
+        // SAFETY: not NULL, writable by the caller's contract.
+        unsafe { out.write(metrics) };
+        Ok(())
+    })
+}
+
 /// Copies the state of the election now (role, connection, member name,
 /// masters and members with their data, fencing token, granted timeout).
 /// On success `*out` is a new snapshot the caller owns and frees with

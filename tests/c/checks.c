@@ -135,6 +135,8 @@ static void null_arguments(void) {
     CHECK(!zkm_is_master(NULL));
     CHECK(zkm_role_of(NULL) == ZKM_ROLE_OFFLINE);
     CHECK(zkm_fencing_token(NULL, &token) == ZKM_ERR_NULL);
+    zkm_metrics metrics;
+    CHECK(zkm_election_metrics(NULL, &metrics) == ZKM_ERR_NULL);
     CHECK(zkm_snapshot_take(NULL, &snapshot) == ZKM_ERR_NULL && snapshot == NULL);
     CHECK(zkm_requeue(NULL) == ZKM_ERR_NULL);
     CHECK(zkm_resign(NULL) == ZKM_ERR_NULL);
@@ -221,6 +223,11 @@ static void elections(const char *connect) {
     CHECK(zkm_fencing_token(first, &token) == ZKM_OK && token > 0);
     CHECK(zkm_fencing_token(first, NULL) == ZKM_ERR_NULL);
     CHECK(zkm_snapshot_take(first, NULL) == ZKM_ERR_NULL);
+    zkm_metrics metrics;
+    CHECK(zkm_election_metrics(first, &metrics) == ZKM_OK);
+    CHECK(metrics.is_master && metrics.role_transitions >= 1 && metrics.session_losses == 0);
+    CHECK(metrics.session_timeout_ms == 4000 && metrics.ms_since_last_renewal >= 0);
+    CHECK(zkm_election_metrics(first, NULL) == ZKM_ERR_NULL);
 
     zkm_election *second = join(connect, "second");
     if (!second)
