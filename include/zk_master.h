@@ -157,6 +157,23 @@ typedef struct zkm_config zkm_config;
 // ```
 typedef struct zkm_election zkm_election;
 
+// A follower of an election group that is not a member of it: an opaque
+// handle made by [`zkm_observer_watch`] and freed by [`zkm_observer_free`].
+// It creates nothing in the group, so it never becomes master, even in an
+// empty group. Thread-safe, as [`zkm_election`](super::zkm_election) is.
+//
+// ```c
+// zkm_observer *observer = NULL;
+// if (zkm_observer_watch(config, &observer) == ZKM_OK) {
+//     zkm_snapshot *s = NULL;
+//     if (zkm_observer_snapshot_take(observer, &s) == ZKM_OK && s->masters_len > 0)
+//         printf("master at %.*s\n", (int)s->masters[0].data_len, (const char *)s->masters[0].data);
+//     zkm_snapshot_free(s);
+//     zkm_observer_free(observer);
+// }
+// ```
+typedef struct zkm_observer zkm_observer;
+
 // The counters a service alerts on, as [`zkm_election_metrics`] copies them.
 // A plain struct: the caller owns it (on its stack, say); nothing to free.
 //
@@ -771,6 +788,110 @@ const char *zkm_result_name(int code);
 // `log` is NULL or a function safe to call with `user_data` from any
 // thread, at any time until logging is turned off or replaced.
 enum zkm_result zkm_set_logger(zkm_log_cb log, void *user_data, int max_level);
+
+// Connects and reads the group of `config` (its connect string, group,
+// `masters`, credentials; its member data is not used). When it returns the
+// observer shows the group as it was, empty if the group does not exist yet
+// (it is then watched for its creation). `config` is read during the call
+// only. On success `*out` is a new observer the caller owns and frees with
+// [`zkm_observer_free`].
+//
+// # Errors
+// `ZKM_ERR_NULL`; `ZKM_ERR_INVALID_CONFIG`; `ZKM_ERR_UNREACHABLE` when no
+// server answered within the connect timeout; `ZKM_ERR_ACCESS_DENIED` when
+// the group may not be read with these credentials.
+//
+// ```c
+// zkm_observer *observer = NULL;
+// if (zkm_observer_watch(config, &observer) != ZKM_OK)
+//     fprintf(stderr, "cannot follow the group: %s\n", zkm_last_error());
+// ```
+//
+// # Safety
+// `config` is NULL or a live config; `out` is NULL or writable.
+enum zkm_result zkm_observer_watch(const struct zkm_config *config, struct zkm_observer **out);
+
+// Closes the observer's session, waits until none of its callbacks is
+// running, and frees it. No callback runs after it returns. NULL does
+// nothing and returns `ZKM_OK`.
+//
+// # Errors
+// `ZKM_ERR_IN_CALLBACK` when called from one of this observer's own
+// callbacks: nothing is freed; free it from another thread.
+//
+// ```c
+// zkm_observer_free(observer);
+// observer = NULL;
+// ```
+//
+// # Safety
+// `observer` is NULL or a pointer from [`zkm_observer_watch`] not freed
+// before, that no other thread uses during or after the call.
+enum zkm_result zkm_observer_free(struct zkm_observer *observer);
+
+// Copies what the observer shows now: the members in election order and
+// the masters, each with its data, and the connection. The role is always
+// `ZKM_ROLE_OFFLINE`, `member` NULL and there is no fencing token. On
+// success `*out` is a new snapshot the caller frees with
+// [`zkm_snapshot_free`](super::zkm_snapshot_free).
+//
+// # Errors
+// `ZKM_ERR_NULL`.
+//
+// ```c
+// zkm_snapshot *s = NULL;
+// if (zkm_observer_snapshot_take(observer, &s) == ZKM_OK) {
+//     printf("%zu members, %zu masters\n", s->members_len, s->masters_len);
+//     zkm_snapshot_free(s);
+// }
+// ```
+//
+// # Safety
+// `observer` is NULL or a live observer; `out` is NULL or writable.
+enum zkm_result zkm_observer_snapshot_take(const struct zkm_observer *observer,
+                                           struct zkm_snapshot **out);
+
+// Calls `callback(change, user_data)` on every change of the members, the
+// masters or the connection from now on, first with the state as it is
+// now. In `change`, the role is always `ZKM_ROLE_OFFLINE` and `member`
+// NULL; `masters` and `members` are the group's. Stores the callback's id
+// (never 0) in `*id` if `id` is not NULL. Callbacks run as the election's
+// do: on one library thread per observer, in order, never under a lock;
+// `user_data` must stay valid until [`zkm_observer_callback_remove`] or
+// [`zkm_observer_free`] returns.
+//
+// # Errors
+// `ZKM_ERR_NULL` when `observer` or `callback` is NULL.
+//
+// ```c
+// uint64_t id;
+// zkm_observer_on_change(observer, on_masters, &state, &id);
+// ```
+//
+// # Safety
+// `observer` is NULL or a live observer; `callback` is safe to call with
+// `user_data` from the callback thread; `id` is NULL or writable.
+enum zkm_result zkm_observer_on_change(const struct zkm_observer *observer,
+                                       zkm_role_cb callback,
+                                       void *user_data,
+                                       uint64_t *id);
+
+// Removes a callback registered with [`zkm_observer_on_change`], as
+// [`zkm_callback_remove`](super::zkm_callback_remove) does for an election:
+// from another thread it waits until the callback is not running; from a
+// callback it does not wait.
+//
+// # Errors
+// `ZKM_ERR_NULL`; `ZKM_ERR_UNKNOWN_CALLBACK` for an id not registered on
+// this observer (or already removed).
+//
+// ```c
+// zkm_observer_callback_remove(observer, id);
+// ```
+//
+// # Safety
+// `observer` is NULL or a live observer.
+enum zkm_result zkm_observer_callback_remove(const struct zkm_observer *observer, uint64_t id);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -29,6 +29,7 @@ mod config;
 mod election;
 mod errors;
 mod log;
+mod observer;
 mod view;
 
 pub use callbacks::zkm_role_cb;
@@ -36,4 +37,5 @@ pub use config::*;
 pub use election::*;
 pub use errors::{zkm_last_error, zkm_result, zkm_result_name};
 pub use log::{zkm_log_cb, zkm_log_level, zkm_set_logger};
+pub use observer::*;
 pub use view::{zkm_connection, zkm_member, zkm_role, zkm_role_change, zkm_snapshot};

@@ -68,6 +68,18 @@ static int wait_for(struct seen *s, int *counter, int n) {
     return reached;
 }
 
+/* Counts an observer's changes, and the members the last one showed. */
+static void on_observed(const zkm_role_change *change, void *user_data) {
+    struct seen *s = user_data;
+    pthread_mutex_lock(&s->lock);
+    s->calls++;
+    s->masters_seen = (int)change->members_len; /* here: the members it was told of */
+    if (change->new_role != ZKM_ROLE_OFFLINE || change->member != NULL)
+        s->snapshot_ok = -1;
+    pthread_cond_broadcast(&s->changed);
+    pthread_mutex_unlock(&s->lock);
+}
+
 /* Calls back into the API; once master, tries to free its own election and removes itself. */
 static void on_change_reentrant(const zkm_role_change *change, void *user_data) {
     struct seen *s = user_data;
@@ -137,6 +149,12 @@ static void null_arguments(void) {
     CHECK(zkm_fencing_token(NULL, &token) == ZKM_ERR_NULL);
     zkm_metrics metrics;
     CHECK(zkm_election_metrics(NULL, &metrics) == ZKM_ERR_NULL);
+    zkm_observer *observer = NULL;
+    CHECK(zkm_observer_watch(NULL, &observer) == ZKM_ERR_NULL && observer == NULL);
+    CHECK(zkm_observer_snapshot_take(NULL, &snapshot) == ZKM_ERR_NULL);
+    CHECK(zkm_observer_on_change(NULL, on_observed, NULL, NULL) == ZKM_ERR_NULL);
+    CHECK(zkm_observer_callback_remove(NULL, 1) == ZKM_ERR_NULL);
+    CHECK(zkm_observer_free(NULL) == ZKM_OK);
     CHECK(zkm_snapshot_take(NULL, &snapshot) == ZKM_ERR_NULL && snapshot == NULL);
     CHECK(zkm_requeue(NULL) == ZKM_ERR_NULL);
     CHECK(zkm_resign(NULL) == ZKM_ERR_NULL);
@@ -229,9 +247,35 @@ static void elections(const char *connect) {
     CHECK(metrics.session_timeout_ms == 4000 && metrics.ms_since_last_renewal >= 0);
     CHECK(zkm_election_metrics(first, NULL) == ZKM_ERR_NULL);
 
+    /* An observer follows the group without joining it. */
+    zkm_config *watch_config = NULL;
+    zkm_observer *observer = NULL;
+    CHECK(zkm_config_new(connect, &watch_config) == ZKM_OK);
+    CHECK(zkm_config_set_group(watch_config, "/c-checks") == ZKM_OK);
+    CHECK(zkm_observer_watch(watch_config, &observer) == ZKM_OK && observer != NULL);
+    zkm_config_free(watch_config);
+    zkm_snapshot *watched = NULL;
+    CHECK(zkm_observer_snapshot_take(observer, &watched) == ZKM_OK);
+    CHECK(watched->members_len == 1 && watched->masters_len == 1 && watched->member == NULL);
+    CHECK(watched->role == ZKM_ROLE_OFFLINE && !watched->has_fencing_token);
+    CHECK(watched->masters[0].data_len == 5 &&
+          memcmp(watched->masters[0].data, "first", 5) == 0);
+    zkm_snapshot_free(watched);
+    CHECK(zkm_observer_snapshot_take(observer, NULL) == ZKM_ERR_NULL);
+    struct seen observed = new_seen();
+    uint64_t observed_id = 0;
+    CHECK(zkm_observer_on_change(observer, NULL, &observed, NULL) == ZKM_ERR_NULL);
+    CHECK(zkm_observer_on_change(observer, on_observed, &observed, &observed_id) == ZKM_OK);
+    CHECK(observed_id != 0 && wait_for(&observed, &observed.calls, 1)); /* the group now */
+
     zkm_election *second = join(connect, "second");
     if (!second)
         return;
+    CHECK(wait_for(&observed, &observed.masters_seen, 2)); /* told of the newcomer */
+    CHECK(observed.snapshot_ok == 0);
+    CHECK(zkm_observer_callback_remove(observer, observed_id) == ZKM_OK);
+    CHECK(zkm_observer_callback_remove(observer, observed_id) == ZKM_ERR_UNKNOWN_CALLBACK);
+    CHECK(zkm_observer_free(observer) == ZKM_OK);
     CHECK(!zkm_is_master(second) && zkm_role_of(second) == ZKM_ROLE_SLAVE);
     CHECK(zkm_fencing_token(second, &token) == ZKM_ERR_NOT_MASTER);
     zkm_snapshot *s = NULL;
