@@ -57,6 +57,28 @@ enum Listener {
     Subscriber(Sender<RoleChange>),
 }
 
+/// Registers `callback` on the callback thread behind `dispatch`: what
+/// `Election::on_change` and `Observer::on_change` do.
+pub(crate) fn register(dispatch: &Sender<Dispatch>, callback: Callback) -> CallbackId {
+    let id = CallbackId::next();
+    let _ = dispatch.send(Dispatch::Register(id, callback));
+    id
+}
+
+/// Removes callback `id`, in order with the changes.
+pub(crate) fn unregister(dispatch: &Sender<Dispatch>, id: CallbackId) {
+    let _ = dispatch.send(Dispatch::Remove(id));
+}
+
+/// A new subscription to the changes the thread behind `dispatch` tells. If
+/// that thread is gone, the sender goes with the failed message and the
+/// subscription reads as disconnected.
+pub(crate) fn subscribe(dispatch: &Sender<Dispatch>) -> Subscription {
+    let (subscriber, subscription) = Subscription::new();
+    let _ = dispatch.send(Dispatch::Subscribe(subscriber));
+    subscription
+}
+
 /// Starts the callback thread. It ends at [`Dispatch::Close`] or when every
 /// sender is dropped, after running what was sent before; the handle lets the
 /// election's owner wait for that, so that no thread of a dropped election

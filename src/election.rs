@@ -316,11 +316,7 @@ impl Election {
     where
         F: FnMut(&RoleChange) + Send + 'static,
     {
-        let id = CallbackId::next();
-        let _ = self
-            .dispatch
-            .send(Dispatch::Register(id, Box::new(callback)));
-        id
+        callbacks::register(&self.dispatch, Box::new(callback))
     }
 
     /// Removes a callback registered with [`on_change`](Self::on_change), and
@@ -337,7 +333,7 @@ impl Election {
     /// }
     /// ```
     pub fn remove_callback(&self, id: CallbackId) {
-        let _ = self.dispatch.send(Dispatch::Remove(id));
+        callbacks::unregister(&self.dispatch, id);
     }
 
     /// The changes of role and connection from now on, as a channel that
@@ -361,11 +357,7 @@ impl Election {
     /// ```
     #[must_use = "dropping a Subscription unsubscribes at once"]
     pub fn subscribe(&self) -> Subscription {
-        let (subscriber, subscription) = Subscription::new();
-        // If the callback thread is gone, the sender goes with the failed
-        // message and the subscription reads as disconnected.
-        let _ = self.dispatch.send(Dispatch::Subscribe(subscriber));
-        subscription
+        callbacks::subscribe(&self.dispatch)
     }
 
     /// Steps down and joins again at the back of the queue, in the same

@@ -256,11 +256,7 @@ impl Observer {
     where
         F: FnMut(&RoleChange) + Send + 'static,
     {
-        let id = CallbackId::next();
-        let _ = self
-            .dispatch
-            .send(Dispatch::Register(id, Box::new(callback)));
-        id
+        callbacks::register(&self.dispatch, Box::new(callback))
     }
 
     /// Removes a callback registered with [`on_change`](Self::on_change); it
@@ -273,7 +269,7 @@ impl Observer {
     /// observer.remove_callback(id);
     /// ```
     pub fn remove_callback(&self, id: CallbackId) {
-        let _ = self.dispatch.send(Dispatch::Remove(id));
+        callbacks::unregister(&self.dispatch, id);
     }
 
     /// The changes from now on (first the group as it is now), as a channel:
@@ -291,9 +287,7 @@ impl Observer {
     /// ```
     #[must_use = "dropping a Subscription unsubscribes at once"]
     pub fn subscribe(&self) -> Subscription {
-        let (subscriber, subscription) = Subscription::new();
-        let _ = self.dispatch.send(Dispatch::Subscribe(subscriber));
-        subscription
+        callbacks::subscribe(&self.dispatch)
     }
 
     /// Stops following the group and closes the session. Callbacks are
