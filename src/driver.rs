@@ -3,14 +3,17 @@
 //! answers through the same channel as the handle.
 
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::Arc;
+use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
-use crate::backend::Backend;
-use crate::callbacks::Dispatch;
-use crate::core::{Command, Core, Input};
-use crate::error::Result;
+use crate::backend::zk08::Zk08;
+use crate::backend::{Backend, InputSink};
+use crate::callbacks::{self, Dispatch};
+use crate::config::Config;
+use crate::core::{Command, Core, Input, Settings};
+use crate::error::{Error, Result};
 use crate::state::Shared;
 
 /// What reaches the election thread.
@@ -19,6 +22,67 @@ pub(crate) enum Message {
     Input(Input),
     Requeue(SyncSender<Result<()>>),
     Resign(SyncSender<()>),
+}
+
+/// What a handle (an `Election` or an `Observer`) holds of its running
+/// driver: the status it publishes, the channels to it and to the callback
+/// thread, and both threads.
+pub(crate) struct Handles {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) inputs: Sender<Message>,
+    pub(crate) dispatch: Sender<Dispatch>,
+    pub(crate) thread: JoinHandle<()>,
+    pub(crate) callback_thread: JoinHandle<()>,
+}
+
+/// Checks `config`, then starts a callback thread and a driver thread
+/// (`zk-master-<role>`) running a core with `settings` on the `zookeeper`
+/// crate's backend. Returns the handles, and the channel on which the driver
+/// reports how the join (or the first read, for an observer) ended.
+pub(crate) fn start(
+    config: &Config,
+    settings: Settings,
+    role: &'static str,
+) -> Result<(Handles, Receiver<Result<()>>)> {
+    config.validate()?;
+    let ensemble = config.ensemble()?;
+    let thread_error = |thread: &'static str| {
+        move |e: std::io::Error| Error::Spawn {
+            thread,
+            source: e.into(),
+        }
+    };
+    let shared = Arc::new(Shared::new());
+    let (inputs, messages) = mpsc::channel();
+    let (dispatch, callback_thread) = callbacks::spawn().map_err(thread_error("callbacks"))?;
+    let backend_inputs = inputs.clone();
+    // Runs on the backend's threads: a channel send only.
+    let sink: InputSink = Arc::new(move |input| {
+        let _ = backend_inputs.send(Message::Input(input));
+    });
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let driver = Driver {
+        core: Core::new(settings, Instant::now(), seed),
+        backend: Zk08::new(config, ensemble, sink),
+        messages,
+        shared: shared.clone(),
+        dispatch: dispatch.clone(),
+    };
+    let (joined_tx, joined_rx) = mpsc::sync_channel(1);
+    let thread = thread::Builder::new()
+        .name(format!("zk-master-{role}"))
+        .spawn(move || driver.run(joined_tx))
+        .map_err(thread_error(role))?;
+    let handles = Handles {
+        shared,
+        inputs,
+        dispatch,
+        thread,
+        callback_thread,
+    };
+    Ok((handles, joined_rx))
 }
 
 pub(crate) struct Driver<B: Backend> {

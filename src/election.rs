@@ -7,12 +7,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::backend::zk08::Zk08;
-use crate::backend::InputSink;
 use crate::callbacks::{self, CallbackId, Dispatch, Subscription};
 use crate::config::Config;
-use crate::core::{Core, Settings};
-use crate::driver::{Driver, Message};
+use crate::core::Settings;
+use crate::driver::{self, Message};
 use crate::error::{Error, Result};
 use crate::member::Member;
 use crate::metrics::Metrics;
@@ -77,58 +75,22 @@ impl Election {
     /// # Ok::<(), zk_master::Error>(())
     /// ```
     pub fn join(config: Config) -> Result<Election> {
-        config.validate()?;
-        let ensemble = config.ensemble()?;
-        let thread_error = |thread: &'static str| {
-            move |e: std::io::Error| Error::Spawn {
-                thread,
-                source: e.into(),
-            }
+        let (handles, joined) = driver::start(&config, Settings::new(&config), "election")?;
+        let election = Election {
+            shared: handles.shared,
+            inputs: handles.inputs,
+            dispatch: handles.dispatch,
+            thread: Mutex::new(Some(handles.thread)),
+            callback_thread: Mutex::new(Some(handles.callback_thread)),
         };
-        let shared = Arc::new(Shared::new());
-        let (inputs, messages) = mpsc::channel();
-        let (dispatch, callback_thread) = callbacks::spawn().map_err(thread_error("callbacks"))?;
-        let backend_inputs = inputs.clone();
-        // Runs on the backend's threads: a channel send only.
-        let sink: InputSink = Arc::new(move |input| {
-            let _ = backend_inputs.send(Message::Input(input));
-        });
-        let settings = Settings::new(&config);
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let driver = Driver {
-            core: Core::new(settings, Instant::now(), seed),
-            backend: Zk08::new(&config, ensemble, sink),
-            messages,
-            shared: shared.clone(),
-            dispatch: dispatch.clone(),
-        };
-        let (joined_tx, joined_rx) = mpsc::sync_channel(1);
-        let thread = thread::Builder::new()
-            .name("zk-master-election".into())
-            .spawn(move || driver.run(joined_tx))
-            .map_err(thread_error("election"))?;
-        match joined_rx.recv() {
-            Ok(Ok(())) => Ok(Election {
-                shared,
-                inputs,
-                dispatch,
-                thread: Mutex::new(Some(thread)),
-                callback_thread: Mutex::new(Some(callback_thread)),
+        // On an error, dropping the handle ends both threads.
+        match joined.recv() {
+            Ok(result) => result.map(|()| election),
+            Err(_) => Err(Error::Server {
+                op: "join",
+                path: String::new(),
+                reason: "the election thread ended".into(),
             }),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
-            }
-            Err(_) => {
-                let _ = thread.join();
-                Err(Error::Server {
-                    op: "join",
-                    path: String::new(),
-                    reason: "the election thread ended".into(),
-                })
-            }
         }
     }
 

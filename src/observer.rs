@@ -7,12 +7,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::backend::zk08::Zk08;
-use crate::backend::InputSink;
 use crate::callbacks::{self, CallbackId, Dispatch, Subscription};
 use crate::config::Config;
-use crate::core::{Core, Settings, View};
-use crate::driver::{Driver, Message};
+use crate::core::{Settings, View};
+use crate::driver::{self, Message};
 use crate::error::{Error, Result};
 use crate::member::Member;
 use crate::role::{Connection, RoleChange};
@@ -103,46 +101,17 @@ impl Observer {
     /// # Ok::<(), zk_master::Error>(())
     /// ```
     pub fn watch(config: Config) -> Result<Observer> {
-        config.validate()?;
-        let ensemble = config.ensemble()?;
-        let thread_error = |thread: &'static str| {
-            move |e: std::io::Error| Error::Spawn {
-                thread,
-                source: e.into(),
-            }
-        };
-        let shared = Arc::new(Shared::new());
-        let (inputs, messages) = mpsc::channel();
-        let (dispatch, callback_thread) = callbacks::spawn().map_err(thread_error("callbacks"))?;
-        let backend_inputs = inputs.clone();
-        let sink: InputSink = Arc::new(move |input| {
-            let _ = backend_inputs.send(Message::Input(input));
-        });
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let driver = Driver {
-            core: Core::new(Settings::observer(&config), Instant::now(), seed),
-            backend: Zk08::new(&config, ensemble, sink),
-            messages,
-            shared: shared.clone(),
-            dispatch: dispatch.clone(),
-        };
-        let (joined_tx, joined_rx) = mpsc::sync_channel(1);
-        let thread = thread::Builder::new()
-            .name("zk-master-observer".into())
-            .spawn(move || driver.run(joined_tx))
-            .map_err(thread_error("observer"))?;
+        let (handles, joined) = driver::start(&config, Settings::observer(&config), "observer")?;
         let observer = Observer {
-            shared,
-            inputs,
-            dispatch,
-            thread: Mutex::new(Some(thread)),
-            callback_thread: Mutex::new(Some(callback_thread)),
+            shared: handles.shared,
+            inputs: handles.inputs,
+            dispatch: handles.dispatch,
+            thread: Mutex::new(Some(handles.thread)),
+            callback_thread: Mutex::new(Some(handles.callback_thread)),
         };
-        match joined_rx.recv() {
-            Ok(Ok(())) => Ok(observer),
-            Ok(Err(e)) => Err(e),
+        // On an error, dropping the handle ends both threads.
+        match joined.recv() {
+            Ok(result) => result.map(|()| observer),
             Err(_) => Err(Error::Server {
                 op: "watch",
                 path: String::new(),
