@@ -25,6 +25,7 @@
 //! is no later than when it was really sent.
 
 mod group;
+mod herd;
 mod io;
 mod lease;
 mod leave;
