@@ -1,18 +1,17 @@
 //! One session of the `zookeeper` crate: its relay, and the thread of ours
 //! that makes its calls.
 //!
-//! - Every call runs on that thread, one after another; its answer goes to
-//!   the driver as an [`Input::Reply`], so nobody waits on the crate. A call
-//!   that hangs is freed by [`Client::cut`], which the core asks for when the
-//!   call misses its deadline.
-//! - `sync` (which the crate lacks) and `exists` without a watch (the lease
-//!   renewal) do not go through the crate: the relay sends them on the
-//!   crate's connection and keeps their replies from the crate, whose ping
-//!   timer they would otherwise restart. The thread writes them out and goes
-//!   on at once, so they leave in the order asked; the relay's reply thread
-//!   answers them.
-//! - The crate's listener and watchers only update atomics and hand an input
-//!   on: they never block and never panic.
+//! - No request of ours goes through the crate, whose calls block one at a
+//!   time (and which has no `sync`): the thread hands each to the relay,
+//!   which writes it on the crate's connection and goes on at once, so
+//!   requests leave in the order asked without waiting for each other. The
+//!   relay's reply thread reports each answer to the driver as an
+//!   [`Input::Reply`], and each watch notification as an [`Input::Watch`].
+//!   A request left unanswered is freed by [`Client::cut`], which the core
+//!   asks for when it misses its deadline.
+//! - The crate keeps the connection (its pings, its reconnects) and sends
+//!   the credentials. Its listener only updates atomics and hands an input
+//!   on: it never blocks and never panics.
 //! - The crate does not resend credentials after a reconnect: the calls
 //!   thread does, before it reports the connection.
 //! - When the crate gives up (it ends `Closed` once its last ping is older
@@ -37,13 +36,11 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use zookeeper::{
-    Acl, CreateMode, Subscription, WatchedEvent, WatchedEventType, ZkError, ZkState, ZooKeeper,
-};
+use zookeeper::{Subscription, WatchedEvent, ZkError, ZkState, ZooKeeper};
 
-use super::relay::{Handshake, Injected, InjectedReply, Relay};
+use super::relay::{AclEntry, Handshake, InjectedReply, Relay};
 use crate::backend::InputSink;
-use crate::core::{Answer, Failure, Input, Mode, Op, RequestId, SessionId, Stat, WatchKind};
+use crate::core::{Answer, Failure, Input, Op, RequestId, SessionId, WatchKind};
 
 /// Who may do what with the nodes a client creates.
 #[derive(Debug, Clone)]
@@ -58,13 +55,24 @@ impl Access {
     /// The ACL of created nodes: open without credentials; with them, all
     /// rights to sessions authenticated as the same user, and reading to
     /// everyone if wanted.
-    fn acl(&self) -> Vec<Acl> {
+    fn acl(&self) -> Vec<AclEntry> {
+        const ALL: i32 = 31;
+        const READ: i32 = 1;
+        let anyone = |perms| AclEntry {
+            perms,
+            scheme: "world",
+            id: "anyone",
+        };
         if self.credentials.is_none() {
-            return Acl::open_unsafe().clone();
+            return vec![anyone(ALL)];
         }
-        let mut acl = Acl::creator_all().clone();
+        let mut acl = vec![AclEntry {
+            perms: ALL,
+            scheme: "auth",
+            id: "",
+        }];
         if self.readable_by_anyone {
-            acl.extend(Acl::read_unsafe().iter().cloned());
+            acl.push(anyone(READ));
         }
         acl
     }
@@ -172,11 +180,17 @@ impl Client {
                 link.timeout_ms.store(h.timeout_ms as u64, Ordering::SeqCst);
             })
         };
+        let on_watch = {
+            let reporter = reporter.clone();
+            Box::new(move |path, kind| reporter.watch(path, kind))
+        };
         let relay = Arc::new(Relay::start(
             target.hosts.to_vec(),
             target.first,
             target.chroot,
+            target.access.acl(),
             on_handshake,
+            on_watch,
         )?);
         let connect = format!("{}{}", relay.addr(), target.chroot);
         let (jobs, job_rx) = mpsc::channel::<Job>();
@@ -271,13 +285,7 @@ impl Calls {
             let (zk, _) = &crate_client;
             match job {
                 Job::Connected => self.connected(zk),
-                Job::Call(request, Op::Sync { path }) => {
-                    self.inject(&relay, request, Injected::Sync { path });
-                }
-                Job::Call(request, Op::Exists { path, watch: false }) => {
-                    self.inject(&relay, request, Injected::Exists { path });
-                }
-                Job::Call(request, op) => self.call(zk, request, op),
+                Job::Call(request, op) => self.send(&relay, request, op),
                 Job::Replace if link.closed.load(Ordering::SeqCst) => {
                     if link.dead.load(Ordering::SeqCst) {
                         continue;
@@ -325,12 +333,8 @@ impl Calls {
 
     /// Connects a crate client through the relay, and listens to its states.
     fn start_crate_client(&self, connect: &str, timeout: Duration) -> Option<CrateClient> {
-        let watch_reporter = self.reporter.clone();
-        let default_watcher = move |e: WatchedEvent| {
-            if e.event_type != WatchedEventType::None {
-                watch_reporter.watch(e.path.unwrap_or_default(), WatchKind::Changed);
-            }
-        };
+        // Notifications never reach the crate: the relay takes them.
+        let default_watcher = |_: WatchedEvent| {};
         // Out of file descriptors, the crate panics (an unwrap in its io
         // setup) instead of returning an error: contained, it is a failed
         // attempt like any other.
@@ -387,30 +391,15 @@ impl Calls {
         }
     }
 
-    fn call(&self, zk: &ZooKeeper, request: RequestId, op: Op) {
-        let link = &self.reporter.link;
-        let epoch = link.epoch.load(Ordering::SeqCst);
-        let result = self.run_op(zk, op);
-        let same = link.connected.load(Ordering::SeqCst)
-            && !link.dead.load(Ordering::SeqCst)
-            && link.epoch.load(Ordering::SeqCst) == epoch;
-        self.reporter.input(Input::Reply {
-            session: self.reporter.session,
-            request,
-            via: same.then_some(epoch),
-            result: result.map_err(classify),
-        });
-    }
-
-    /// Sends a request of ours through the relay, without waiting: the
-    /// reply is reported from the relay's thread. It counts as `via` the
-    /// connection only if the crate saw no disconnect in between (a reply
-    /// always comes back on the relay link its request left on).
-    fn inject(&self, relay: &Relay, request: RequestId, op: Injected) {
+    /// Sends a request through the relay, without waiting: the reply is
+    /// reported from the relay's thread. It counts as `via` the connection
+    /// only if the crate saw no disconnect in between (a reply always comes
+    /// back on the relay link its request left on).
+    fn send(&self, relay: &Relay, request: RequestId, op: Op) {
         let link = &self.reporter.link;
         let epoch = link.epoch.load(Ordering::SeqCst);
         let was_connected = link.connected.load(Ordering::SeqCst);
-        let exists = matches!(op, Injected::Exists { .. });
+        let exists = matches!(op, Op::Exists { .. });
         let reporter = self.reporter.clone();
         relay.request(
             op,
@@ -431,68 +420,21 @@ impl Calls {
             }),
         );
     }
-
-    fn run_op(&self, zk: &ZooKeeper, op: Op) -> Result<Answer, ZkError> {
-        let stat = |s: zookeeper::Stat| Stat {
-            owner: s.ephemeral_owner,
-            czxid: s.czxid,
-            ctime: s.ctime,
-        };
-        match op {
-            Op::Create { path, data, mode } => {
-                let mode = match mode {
-                    Mode::Persistent => CreateMode::Persistent,
-                    Mode::Ephemeral => CreateMode::Ephemeral,
-                    Mode::EphemeralSequential => CreateMode::EphemeralSequential,
-                };
-                zk.create(&path, data, self.access.acl(), mode)
-                    .map(Answer::Created)
-            }
-            Op::Delete { path } => zk.delete(&path, None).map(|()| Answer::Done),
-            Op::Exists { path, watch: false } => {
-                zk.exists(&path, false).map(|s| Answer::Stat(s.map(stat)))
-            }
-            Op::Exists { path, watch: true } => {
-                let reporter = self.reporter.clone();
-                let watched = path.clone();
-                zk.exists_w(&path, move |e: WatchedEvent| {
-                    let kind = match e.event_type {
-                        WatchedEventType::NodeDeleted => WatchKind::Deleted,
-                        _ => WatchKind::Changed,
-                    };
-                    reporter.watch(watched.clone(), kind);
-                })
-                .map(|s| Answer::Stat(s.map(stat)))
-            }
-            Op::Children { path, watch } => if watch {
-                let reporter = self.reporter.clone();
-                let watched = path.clone();
-                zk.get_children_w(&path, move |_: WatchedEvent| {
-                    reporter.watch(watched.clone(), WatchKind::Changed)
-                })
-            } else {
-                zk.get_children(&path, false)
-            }
-            .map(Answer::Children),
-            Op::Data { path } => zk
-                .get_data(&path, false)
-                .map(|(data, s)| Answer::Data(data, stat(s))),
-            // Routed through the relay by `run`; the crate has no sync.
-            Op::Sync { .. } => Err(ZkError::Unimplemented),
-        }
-    }
 }
 
-/// The result of an injected request, as [`classify`] maps the crate's:
-/// a missing node is no failure for an `exists`.
+/// The result of a request: a missing node is no failure for an `exists`.
 fn injected_result(exists: bool, reply: InjectedReply) -> Result<Answer, Failure> {
     match reply {
         InjectedReply::Unanswered { why, .. } => Err(Failure::Interrupted(why.to_owned())),
-        InjectedReply::Answered { err: 0, stat, .. } if exists => Ok(Answer::Stat(stat)),
-        InjectedReply::Answered { err: 0, .. } => Ok(Answer::Done),
+        InjectedReply::Answered {
+            err: 0,
+            answer: Some(answer),
+            ..
+        } => Ok(answer),
         InjectedReply::Answered { err: NO_NODE, .. } if exists => Ok(Answer::Stat(None)),
         InjectedReply::Answered { err, .. } => Err(match err {
             NO_NODE => Failure::NoNode,
+            NODE_EXISTS => Failure::NodeExists,
             NO_AUTH | AUTH_FAILED | INVALID_ACL => Failure::Denied(format!("error {err}")),
             CONNECTION_LOSS | OPERATION_TIMEOUT | SESSION_EXPIRED | SESSION_MOVED => {
                 Failure::Interrupted(format!("error {err}"))
@@ -507,25 +449,11 @@ const CONNECTION_LOSS: i32 = -4;
 const OPERATION_TIMEOUT: i32 = -7;
 const NO_NODE: i32 = -101;
 const NO_AUTH: i32 = -102;
+const NODE_EXISTS: i32 = -110;
 const SESSION_EXPIRED: i32 = -112;
 const INVALID_ACL: i32 = -114;
 const AUTH_FAILED: i32 = -115;
 const SESSION_MOVED: i32 = -118;
-
-fn classify(e: ZkError) -> Failure {
-    match e {
-        ZkError::NoNode => Failure::NoNode,
-        ZkError::NodeExists => Failure::NodeExists,
-        ZkError::NoAuth | ZkError::AuthFailed | ZkError::InvalidACL => {
-            Failure::Denied(format!("{e:?}"))
-        }
-        ZkError::ConnectionLoss
-        | ZkError::OperationTimeout
-        | ZkError::SessionExpired
-        | ZkError::SessionMoved => Failure::Interrupted(format!("{e:?}")),
-        other => Failure::Refused(format!("{other:?}")),
-    }
-}
 
 /// Tracks the crate's state changes, on its I/O thread: atomics and channel
 /// sends only.

@@ -23,15 +23,20 @@
 //! - it never notices a server that stopped answering: [`Relay::cut`] drops
 //!   the connection, so the crate reconnects, to another server if one
 //!   answers, and keeps its session if the ensemble still has it;
-//! - it has no `sync`, and every reply it sees restarts its ping timer:
-//!   [`Relay::request`] sends a `sync` or an `exists` of our own on the
-//!   crate's connection, in the session's order, and takes its reply out of
-//!   the stream before the crate could see it.
+//! - its calls block, one at a time, behind an I/O thread and (for watches)
+//!   an event thread, on a socket without TCP_NODELAY, and it has no `sync`:
+//!   every request of ours goes out through [`Relay::request`] instead, on
+//!   the crate's connection, in the session's order, without waiting for
+//!   the one before; its reply and the watch notifications are taken out of
+//!   the stream before the crate could see them (every reply it sees would
+//!   also restart its ping timer). The crate keeps the connection and its
+//!   pings, and sends the credentials.
 //!
 //! After the handshake the relay reads whole frames both ways: the crate's
 //! frames and ours go to the server whole, one at a time, under a writer
 //! lock; replies whose xid is one of ours (below [`FIRST_XID`], a range the
-//! crate never uses) go to their waiting callback, all others to the crate.
+//! crate never uses) go to their waiting callback, notifications to the
+//! watch sink, all others to the crate.
 
 use std::collections::HashMap;
 use std::io::{self, BufReader, Cursor, ErrorKind, Read, Write};
@@ -43,15 +48,15 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::core::Stat;
+use crate::core::{Answer, Op, WatchKind};
 
 mod wire;
 
-pub(crate) use wire::FIRST_XID;
 use wire::{
-    be_i32, be_i64, first_frame_len, parse_connect_response, parse_header, parse_stat, read_frame,
-    request_frame, resume_request, MAX_FRAME, OP_EXISTS, OP_SYNC, REPLY_HEADER,
+    be_i32, be_i64, first_frame_len, parse_answer, parse_connect_response, parse_header,
+    parse_notification, read_frame, request_frame, resume_request, MAX_FRAME, NOTIFICATION_XID,
 };
+pub(crate) use wire::{AclEntry, FIRST_XID};
 
 /// Longest wait for one server to accept a connection.
 const UPSTREAM_CONNECT: Duration = Duration::from_secs(1);
@@ -86,26 +91,20 @@ pub(crate) struct Handshake {
 /// Called on the relay's own threads for every connect response.
 pub(crate) type HandshakeSink = Box<dyn Fn(Handshake) + Send + Sync>;
 
-/// A request the relay sends on the crate's connection itself. Paths are
-/// the client's: the relay puts the chroot in front.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Injected {
-    /// Completes once the server has caught up with the leader.
-    Sync { path: String },
-    /// The stat of `path`, without a watch.
-    Exists { path: String },
-}
+/// Called on the relay's reply thread for every watch notification, with
+/// the client's path.
+pub(crate) type WatchSink = Box<dyn Fn(String, WatchKind) + Send + Sync>;
 
-/// How an injected request ended.
+/// How a request of ours ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum InjectedReply {
     /// The server answered on relay link `link`: a reply only ever comes
     /// back on the link its request left on. `err` is ZooKeeper's error code
-    /// (0: ok); `stat` is set for an `Exists` answered ok.
+    /// (0: ok, and then `answer` is set).
     Answered {
         link: u64,
         err: i32,
-        stat: Option<Stat>,
+        answer: Option<Answer>,
     },
     /// No answer: no connection was up (`link` is `None`), or the link
     /// broke before the answer. The request may have reached the server.
@@ -127,8 +126,12 @@ pub(crate) struct Relay {
 
 struct Inner {
     hosts: Vec<String>,
-    /// Put in front of the paths of injected requests ("" for none).
+    /// Put in front of the paths of our requests ("" for none), and taken
+    /// off those of replies and notifications.
     chroot: String,
+    /// The ACL of the nodes we create.
+    acl: Vec<AclEntry>,
+    on_watch: WatchSink,
     /// Index of the host to try first on the next connection.
     next: AtomicUsize,
     stopped: AtomicBool,
@@ -164,18 +167,21 @@ struct Link {
 }
 
 struct Waiting {
-    exists: bool,
+    op: Op,
     done: Done,
 }
 
 impl Relay {
     /// Starts a relay to `hosts` (`host:port`), trying `first` first;
-    /// `chroot` is the client's ("" for none, else like `/app`).
+    /// `chroot` is the client's ("" for none, else like `/app`), `acl` that
+    /// of the nodes it creates.
     pub(crate) fn start(
         hosts: Vec<String>,
         first: usize,
         chroot: &str,
+        acl: Vec<AclEntry>,
         on_handshake: HandshakeSink,
+        on_watch: WatchSink,
     ) -> io::Result<Relay> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
@@ -183,6 +189,8 @@ impl Relay {
             next: AtomicUsize::new(first % hosts.len().max(1)),
             hosts,
             chroot: chroot.trim_end_matches('/').to_owned(),
+            acl,
+            on_watch,
             stopped: AtomicBool::new(false),
             links: Mutex::new(Vec::new()),
             link_numbers: AtomicU64::new(0),
@@ -226,7 +234,7 @@ impl Relay {
     /// once, [`InjectedReply::Unanswered`] when no such connection is up, and
     /// when the connection breaks first. Blocks only for the writer lock and
     /// one socket write (at most [`UPSTREAM_WRITE`], then the link is cut).
-    pub(crate) fn request(&self, op: Injected, done: Done) {
+    pub(crate) fn request(&self, op: Op, done: Done) {
         let link = self
             .inner
             .links
@@ -242,15 +250,11 @@ impl Relay {
             });
         };
         let xid = self.inner.next_xid();
-        let (exists, frame) = match &op {
-            Injected::Sync { path } => (
-                false,
-                request_frame(&self.inner.chroot, xid, OP_SYNC, path, None),
-            ),
-            Injected::Exists { path } => (
-                true,
-                request_frame(&self.inner.chroot, xid, OP_EXISTS, path, Some(false)),
-            ),
+        let Some(frame) = request_frame(&self.inner.chroot, xid, &op, &self.inner.acl) else {
+            return done(InjectedReply::Unanswered {
+                link: None,
+                why: "the request is too large",
+            });
         };
         {
             let mut waiting = link.waiting.lock();
@@ -261,7 +265,7 @@ impl Relay {
                     why: "the connection closed",
                 });
             };
-            waiting.insert(xid, Waiting { exists, done });
+            waiting.insert(xid, Waiting { op, done });
         }
         if link.send(&frame).is_err() {
             log::debug!(
@@ -375,14 +379,14 @@ impl Link {
     }
 
     /// Hands a reply of ours to its callback. Err: the reply is malformed.
-    fn answer(&self, xid: i32, body: &[u8]) -> Result<(), ()> {
+    fn answer(&self, chroot: &str, xid: i32, body: &[u8]) -> Result<(), ()> {
         let header = parse_header(body).ok_or(())?;
         let Some(w) = self.waiting.lock().as_mut().and_then(|m| m.remove(&xid)) else {
             return Ok(()); // not waited for (any more): drop it
         };
-        let stat = if w.exists && header.err == 0 {
-            match body.get(REPLY_HEADER..).and_then(parse_stat) {
-                Some(stat) => Some(stat),
+        let answer = if header.err == 0 {
+            match parse_answer(chroot, &w.op, body) {
+                Some(answer) => Some(answer),
                 None => {
                     // Put it back so closing the link fails it.
                     if let Some(m) = self.waiting.lock().as_mut() {
@@ -397,7 +401,7 @@ impl Link {
         (w.done)(InjectedReply::Answered {
             link: self.number,
             err: header.err,
-            stat,
+            answer,
         });
         Ok(())
     }
@@ -575,9 +579,14 @@ fn server_to_client(up: TcpStream, mut down: TcpStream, inner: &Inner, link: &Li
             inner.last_zxid.fetch_max(zxid, Ordering::SeqCst);
         }
         if xid <= FIRST_XID {
-            if link.answer(xid, body).is_err() {
+            if link.answer(&inner.chroot, xid, body).is_err() {
                 log::warn!("relay: link {} cut: a malformed reply to us", link.number);
                 break;
+            }
+        } else if xid == NOTIFICATION_XID {
+            match parse_notification(&inner.chroot, body) {
+                Some((path, kind)) => (inner.on_watch)(path, kind),
+                None => log::debug!("relay: a notification without a change of a node"),
             }
         } else if down.write_all(&frame).is_err() {
             break;

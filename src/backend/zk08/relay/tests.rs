@@ -1,7 +1,9 @@
 use std::sync::mpsc::{self, Receiver};
 use std::time::Instant;
 
+use super::wire::{OP_EXISTS, OP_SYNC};
 use super::*;
+use crate::core::Stat;
 
 const SESSION: i64 = 0x1234;
 const CZXID: i64 = 7;
@@ -123,7 +125,15 @@ fn serve(mut stream: TcpStream, seen: &mpsc::Sender<Seen>) {
 }
 
 fn relay(server: &str, chroot: &str) -> Relay {
-    Relay::start(vec![server.to_owned()], 0, chroot, Box::new(|_| {})).expect("relay")
+    Relay::start(
+        vec![server.to_owned()],
+        0,
+        chroot,
+        Vec::new(),
+        Box::new(|_| {}),
+        Box::new(|_, _| {}),
+    )
+    .expect("relay")
 }
 
 /// Connects as the crate would, and waits for the relay to take
@@ -162,7 +172,7 @@ fn own_request(xid: i32, path: &str) -> Vec<u8> {
     framed(&body)
 }
 
-fn send(relay: &Relay, op: Injected) -> Receiver<InjectedReply> {
+fn send(relay: &Relay, op: Op) -> Receiver<InjectedReply> {
     let (tx, rx) = mpsc::channel();
     relay.request(
         op,
@@ -173,12 +183,15 @@ fn send(relay: &Relay, op: Injected) -> Receiver<InjectedReply> {
     rx
 }
 
-fn exists(path: &str) -> Injected {
-    Injected::Exists { path: path.into() }
+fn exists(path: &str) -> Op {
+    Op::Exists {
+        path: path.into(),
+        watch: false,
+    }
 }
 
-fn sync(path: &str) -> Injected {
-    Injected::Sync { path: path.into() }
+fn sync(path: &str) -> Op {
+    Op::Sync { path: path.into() }
 }
 
 fn seen(seen: &Receiver<Seen>) -> Seen {
@@ -237,24 +250,27 @@ fn injected_replies_never_reach_the_client_and_order_is_kept() {
     assert_eq!(read_frame(&mut client, MAX_FRAME), Some(own_reply(2, "/b")));
     assert_eq!(read_frame(&mut client, MAX_FRAME), Some(own_reply(-2, "")));
     assert_quiet(&mut client, false);
-    let answered = |stat| InjectedReply::Answered {
+    let answered = |answer| InjectedReply::Answered {
         link: 0,
         err: 0,
-        stat,
+        answer: Some(answer),
     };
-    assert_eq!(synced.recv_timeout(SOON), Ok(answered(None)));
+    assert_eq!(synced.recv_timeout(SOON), Ok(answered(Answer::Done)));
     let stat = Stat {
         owner: SESSION,
         czxid: CZXID,
         ctime: 9,
     };
-    assert_eq!(renewed.recv_timeout(SOON), Ok(answered(Some(stat))));
+    assert_eq!(
+        renewed.recv_timeout(SOON),
+        Ok(answered(Answer::Stat(Some(stat))))
+    );
     assert_eq!(
         missing.recv_timeout(SOON),
         Ok(InjectedReply::Answered {
             link: 0,
             err: -101,
-            stat: None
+            answer: None
         })
     );
 }

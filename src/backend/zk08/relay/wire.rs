@@ -1,9 +1,10 @@
 //! ZooKeeper's wire format, as far as the relay reads and writes it: frames,
-//! reply headers, the Stat of an `exists`, and the requests it sends itself.
+//! reply headers, the requests it sends itself and their replies, and watch
+//! notifications.
 
 use std::io::Read;
 
-use crate::core::Stat;
+use crate::core::{Answer, Mode, Op, Stat, WatchKind};
 
 /// Largest frame passed either way. ZooKeeper's own limit (jute.maxbuffer)
 /// is 1 MiB by default; anything far beyond it is garbage, and cuts the link.
@@ -14,8 +15,15 @@ pub(super) const MAX_FRAME: usize = 16 << 20;
 /// (ping); the crate also uses -4 (auth) and -8 (set watches).
 pub(crate) const FIRST_XID: i32 = -1001;
 
+/// The xid of a watch notification.
+pub(super) const NOTIFICATION_XID: i32 = -1;
+
 /// ZooKeeper opcodes.
+pub(super) const OP_CREATE: i32 = 1;
+pub(super) const OP_DELETE: i32 = 2;
 pub(super) const OP_EXISTS: i32 = 3;
+pub(super) const OP_GET_DATA: i32 = 4;
+pub(super) const OP_GET_CHILDREN: i32 = 8;
 pub(super) const OP_SYNC: i32 = 9;
 /// Reply header: xid, zxid, err.
 pub(super) const REPLY_HEADER: usize = 16;
@@ -74,34 +82,169 @@ pub(super) fn read_frame(from: &mut impl Read, limit: usize) -> Option<Vec<u8>> 
     Some(frame)
 }
 
-/// A whole request frame: length, xid, type, path (with the chroot),
-/// and the watch flag if any.
-pub(super) fn request_frame(
-    chroot: &str,
-    xid: i32,
-    op: i32,
-    path: &str,
-    watch: Option<bool>,
-) -> Vec<u8> {
-    let full = if chroot.is_empty() {
+/// One entry of the ACL given to created nodes, as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AclEntry {
+    /// ZooKeeper's permission bits (31: all; 1: read).
+    pub(crate) perms: i32,
+    pub(crate) scheme: &'static str,
+    pub(crate) id: &'static str,
+}
+
+/// The client's `path` as the server knows it, under `chroot`.
+fn with_chroot(chroot: &str, path: &str) -> String {
+    if chroot.is_empty() {
         path.to_owned()
     } else if path == "/" {
         chroot.to_owned()
     } else {
         format!("{chroot}{path}")
+    }
+}
+
+/// The server's `path` as the client knows it: `chroot` taken off.
+pub(super) fn without_chroot(chroot: &str, path: String) -> String {
+    if chroot.is_empty() {
+        return path;
+    }
+    match path.strip_prefix(chroot) {
+        Some("") => "/".to_owned(),
+        Some(rest) if rest.starts_with('/') => rest.to_owned(),
+        _ => path,
+    }
+}
+
+fn put_i32(out: &mut Vec<u8>, n: i32) {
+    out.extend_from_slice(&n.to_be_bytes());
+}
+
+/// A buffer or string: its length, then its bytes. `None` if too long.
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
+    put_i32(out, i32::try_from(bytes.len()).ok()?);
+    out.extend_from_slice(bytes);
+    Some(())
+}
+
+/// A whole request frame for `op`: length, xid, type, then the record
+/// (paths under `chroot`, created nodes with `acl`). `None` for a record too
+/// large for the wire format.
+pub(super) fn request_frame(chroot: &str, xid: i32, op: &Op, acl: &[AclEntry]) -> Option<Vec<u8>> {
+    let (code, path) = match op {
+        Op::Create { path, .. } => (OP_CREATE, path),
+        Op::Delete { path } => (OP_DELETE, path),
+        Op::Exists { path, .. } => (OP_EXISTS, path),
+        Op::Data { path } => (OP_GET_DATA, path),
+        Op::Children { path, .. } => (OP_GET_CHILDREN, path),
+        Op::Sync { path } => (OP_SYNC, path),
     };
-    let mut body = Vec::with_capacity(16 + full.len());
-    body.extend_from_slice(&xid.to_be_bytes());
-    body.extend_from_slice(&op.to_be_bytes());
-    body.extend_from_slice(&(full.len() as i32).to_be_bytes());
-    body.extend_from_slice(full.as_bytes());
-    if let Some(watch) = watch {
-        body.push(u8::from(watch));
+    let mut body = Vec::with_capacity(64);
+    put_i32(&mut body, xid);
+    put_i32(&mut body, code);
+    put_bytes(&mut body, with_chroot(chroot, path).as_bytes())?;
+    match op {
+        Op::Create { data, mode, .. } => {
+            put_bytes(&mut body, data)?;
+            put_i32(&mut body, i32::try_from(acl.len()).ok()?);
+            for entry in acl {
+                put_i32(&mut body, entry.perms);
+                put_bytes(&mut body, entry.scheme.as_bytes())?;
+                put_bytes(&mut body, entry.id.as_bytes())?;
+            }
+            put_i32(
+                &mut body,
+                match mode {
+                    Mode::Persistent => 0,
+                    Mode::Ephemeral => 1,
+                    Mode::EphemeralSequential => 3,
+                },
+            );
+        }
+        Op::Delete { .. } => put_i32(&mut body, -1), // any version
+        Op::Exists { watch, .. } | Op::Children { watch, .. } => body.push(u8::from(*watch)),
+        Op::Data { .. } => body.push(0),
+        Op::Sync { .. } => {}
     }
     let mut frame = Vec::with_capacity(4 + body.len());
-    frame.extend_from_slice(&(body.len() as i32).to_be_bytes());
+    put_i32(&mut frame, i32::try_from(body.len()).ok()?);
     frame.extend_from_slice(&body);
-    frame
+    Some(frame)
+}
+
+/// Reads the records of a reply in order.
+struct Records<'a> {
+    body: &'a [u8],
+    at: usize,
+}
+
+impl Records<'_> {
+    fn i32(&mut self) -> Option<i32> {
+        let n = be_i32(self.body, self.at)?;
+        self.at += 4;
+        Some(n)
+    }
+
+    fn bytes(&mut self) -> Option<Vec<u8>> {
+        let len = self.i32()?;
+        let Ok(len) = usize::try_from(len) else {
+            return Some(Vec::new()); // -1: null
+        };
+        let bytes = self.body.get(self.at..self.at.checked_add(len)?)?.to_vec();
+        self.at += len;
+        Some(bytes)
+    }
+
+    fn string(&mut self) -> Option<String> {
+        String::from_utf8(self.bytes()?).ok()
+    }
+
+    fn stat(&mut self) -> Option<Stat> {
+        let stat = parse_stat(self.body.get(self.at..)?)?;
+        self.at += STAT_LEN;
+        Some(stat)
+    }
+}
+
+/// The answer in a successful reply `body` (header included) to `op`;
+/// `None` if malformed. Paths lose `chroot`.
+pub(super) fn parse_answer(chroot: &str, op: &Op, body: &[u8]) -> Option<Answer> {
+    let mut records = Records {
+        body,
+        at: REPLY_HEADER,
+    };
+    Some(match op {
+        Op::Create { .. } => Answer::Created(without_chroot(chroot, records.string()?)),
+        Op::Delete { .. } | Op::Sync { .. } => Answer::Done,
+        Op::Exists { .. } => Answer::Stat(Some(records.stat()?)),
+        Op::Data { .. } => {
+            let data = records.bytes()?;
+            Answer::Data(data, records.stat()?)
+        }
+        Op::Children { .. } => {
+            let count = usize::try_from(records.i32()?).unwrap_or(0);
+            let mut children = Vec::with_capacity(count.min(body.len() / 4));
+            for _ in 0..count {
+                children.push(records.string()?);
+            }
+            Answer::Children(children)
+        }
+    })
+}
+
+/// A watch notification's body (header included): the path it fired on
+/// (without `chroot`) and what it reports. `None` if malformed, or for an
+/// event that reports no change of a node.
+pub(super) fn parse_notification(chroot: &str, body: &[u8]) -> Option<(String, WatchKind)> {
+    let mut records = Records {
+        body,
+        at: REPLY_HEADER,
+    };
+    let kind = match records.i32()? {
+        2 => WatchKind::Deleted,         // NodeDeleted
+        1 | 3 | 4 => WatchKind::Changed, // NodeCreated, NodeDataChanged, NodeChildrenChanged
+        _ => return None,
+    };
+    let _state = records.i32()?;
+    Some((without_chroot(chroot, records.string()?), kind))
 }
 
 /// What a server answered to a connect request.
