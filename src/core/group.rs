@@ -21,8 +21,20 @@ pub(super) struct Group {
     /// `data`, which a read in progress empties and fills again.
     members: Vec<Member>,
     /// Each child's data and stat, as of the last read; `None` for a
-    /// persistent node, which is never a member.
+    /// persistent node, which is never a member. A node's data never
+    /// changes, and its name is given once in the life of the group node
+    /// (sequence numbers only grow): so what was read of a name stays true
+    /// while the group's czxid is the same, and only new names are read.
     data: HashMap<String, Option<(Vec<u8>, Stat)>>,
+    /// The czxid of the group node `data` was read from.
+    data_of: Option<i64>,
+    /// Counts the reads of the group: a claims list belongs to one.
+    reads: u64,
+    /// A claims list sent right behind the current read's list of the
+    /// group, for a member likely to be promoted by it (and an observer):
+    /// it saves a round trip, and proves as much, since the server answers
+    /// a session's requests in order.
+    early_claims: EarlyClaims,
     /// A claim names a member node that is gone: no promotion until it goes.
     blocked: bool,
     /// The claims as last listed (watch-only mode lists them on every read).
@@ -58,6 +70,15 @@ enum Refresh {
     Claims {
         order: Vec<String>,
     },
+}
+
+/// The claims list sent with the current read of the group.
+#[derive(Debug, Default)]
+enum EarlyClaims {
+    #[default]
+    None,
+    Asked,
+    Got(Result<Answer, Failure>),
 }
 
 /// The deletion watch on our node, in the watcher session.
@@ -136,6 +157,7 @@ impl Core {
             self.group.stale = false;
             self.group.refresh = Refresh::Listing;
             self.group.read_epoch = self.group.epoch;
+            self.group.reads += 1;
             // Herd-free, the group is read but not watched: the members
             // just ahead are (see `watch_ahead`).
             let op = Op::Children {
@@ -143,6 +165,11 @@ impl Core {
                 watch: !self.settings.herd_free,
             };
             self.send(session, conn, op, Why::ListGroup, now);
+            self.group.early_claims = EarlyClaims::None;
+            if self.may_be_promoted() {
+                self.send_list_claims(session, conn, now);
+                self.group.early_claims = EarlyClaims::Asked;
+            }
         }
         if let Some(path) = self.node.path().map(str::to_owned) {
             let current = match &self.group.own_watch {
@@ -160,6 +187,31 @@ impl Core {
                 self.send(session, conn, op, Why::WatchOwn { path }, now);
             }
         }
+    }
+
+    /// Whether the next read of the group may well make this member master
+    /// (or, for an observer, name the masters): it is among the first 2N.
+    fn may_be_promoted(&self) -> bool {
+        if self.settings.observe {
+            return true;
+        }
+        if self.notified.0 == Role::Master {
+            return false;
+        }
+        self.node.own().is_some_and(|own| {
+            self.group
+                .position(&own.name)
+                .is_none_or(|rank| rank < 2 * self.settings.masters)
+        })
+    }
+
+    fn send_list_claims(&mut self, session: SessionId, conn: super::Conn, now: Instant) {
+        let op = Op::Children {
+            path: self.claims_dir(),
+            watch: true,
+        };
+        let refresh = self.group.reads;
+        self.send(session, conn, op, Why::ListClaims { refresh }, now);
     }
 
     /// Gives up the watcher session; another starts after a pause.
@@ -199,13 +251,21 @@ impl Core {
             return;
         }
         match result {
-            Ok(Answer::Children(children)) => {
-                // Every child is read again: a name seen before may be of
-                // another node now (the group may have been deleted and
-                // recreated between two reads without a watch saying so).
+            Ok(Answer::Children(children, czxid)) => {
+                // A name seen before is of another node now if the group
+                // was deleted and created again (between two reads, without
+                // a watch saying so): then every child is read again.
+                if self.group.data_of != Some(czxid) {
+                    self.group.data.clear();
+                    self.group.data_of = Some(czxid);
+                }
+                let listed: HashSet<&String> = children.iter().collect();
+                self.group.data.retain(|name, _| listed.contains(name));
                 // Only children named like members can be members.
-                self.group.data.clear();
-                let missing: Vec<String> = in_election_order(children.clone());
+                let missing: Vec<String> = in_election_order(children.clone())
+                    .into_iter()
+                    .filter(|name| !self.group.data.contains_key(name))
+                    .collect();
                 self.group.refresh = Refresh::Reading {
                     left: missing.len(),
                     children,
@@ -235,6 +295,7 @@ impl Core {
                 }
                 self.group.refresh = Refresh::Idle;
                 self.group.data.clear();
+                self.group.data_of = None;
                 self.group.claims.clear();
                 self.apply_order(Vec::new(), false, now);
                 if self.settings.observe {
@@ -318,20 +379,45 @@ impl Core {
             || rank.is_some_and(|r| r < self.settings.masters) && self.notified.0 != Role::Master;
         #[cfg(test)]
         let promoting = promoting && self.settings.mutant != super::Mutant::NoClaimsCheck;
-        match self.watcher.connected() {
-            Some((session, conn)) if promoting => {
-                self.group.refresh = Refresh::Claims { order };
-                let op = Op::Children {
-                    path: self.claims_dir(),
-                    watch: true,
-                };
-                self.send(session, conn, op, Why::ListClaims, now);
-            }
-            _ => self.apply_order(order, false, now),
+        if !promoting {
+            return self.apply_order(order, false, now);
+        }
+        self.group.refresh = Refresh::Claims { order };
+        match std::mem::take(&mut self.group.early_claims) {
+            EarlyClaims::Got(result) => self.check_claims(result, now),
+            EarlyClaims::Asked => {} // its answer is on its way
+            EarlyClaims::None => match self.watcher.connected() {
+                Some((session, conn)) => self.send_list_claims(session, conn, now),
+                // Disconnected: read again once connected.
+                None => {
+                    self.group.refresh = Refresh::Idle;
+                    self.group.stale = true;
+                }
+            },
         }
     }
 
-    pub(super) fn on_claims_listed(&mut self, result: Result<Answer, Failure>, now: Instant) {
+    pub(super) fn on_claims_listed(
+        &mut self,
+        refresh: u64,
+        result: Result<Answer, Failure>,
+        now: Instant,
+    ) {
+        if refresh != self.group.reads {
+            return; // of an earlier read of the group
+        }
+        match self.group.refresh {
+            Refresh::Claims { .. } => self.check_claims(result, now),
+            Refresh::Listing | Refresh::Reading { .. } => {
+                self.group.early_claims = EarlyClaims::Got(result);
+            }
+            Refresh::Idle => {}
+        }
+    }
+
+    /// The claims check before a promotion: none may name a member node
+    /// that is gone.
+    fn check_claims(&mut self, result: Result<Answer, Failure>, now: Instant) {
         let Refresh::Claims { order } = std::mem::take(&mut self.group.refresh) else {
             return;
         };
@@ -339,7 +425,7 @@ impl Core {
             return;
         }
         let blocked = match result {
-            Ok(Answer::Children(claims)) => {
+            Ok(Answer::Children(claims, _)) => {
                 self.group.claims = claims.clone();
                 self.group.claims.sort();
                 // A claim counts only for the very node it was made for.

@@ -51,7 +51,7 @@ pub(crate) enum Op {
     /// `watch`. Answered with [`Answer::Stat`].
     Exists { path: String, watch: bool },
     /// The children of `path`, with a one-shot child watch if `watch`.
-    /// Answered with [`Answer::Children`].
+    /// Answered with [`Answer::Children`], which also names the node.
     Children { path: String, watch: bool },
     /// The data and stat of `path`. Answered with [`Answer::Data`].
     Data { path: String },
@@ -81,7 +81,10 @@ pub(crate) enum Answer {
     /// A delete succeeded.
     Done,
     Stat(Option<Stat>),
-    Children(Vec<String>),
+    /// The children's names, and the czxid of their parent: a parent deleted
+    /// and created again (whose children's names then come back) has
+    /// another.
+    Children(Vec<String>, i64),
     Data(Vec<u8>, Stat),
 }
 

@@ -189,7 +189,10 @@ enum Why {
     ReadMember {
         name: String,
     },
-    ListClaims,
+    /// Listing the claims for read number `refresh` of the group.
+    ListClaims {
+        refresh: u64,
+    },
     WatchOwn {
         path: String,
     },
@@ -572,7 +575,7 @@ impl Core {
             Why::Leave { path } => self.on_left(&path, result, now),
             Why::ListGroup => self.on_group_listed(result, now),
             Why::ReadMember { name } => self.on_member_read(name, result, now),
-            Why::ListClaims => self.on_claims_listed(result, now),
+            Why::ListClaims { refresh } => self.on_claims_listed(refresh, result, now),
             Why::WatchOwn { path } => self.on_own_watched(session, path, result, now),
             Why::WatchAhead { path } => self.on_ahead_watched(session, path, result, now),
             Why::WatchClaimed { czxid, .. } => self.on_claimed_watched(czxid, result, now),

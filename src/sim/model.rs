@@ -108,12 +108,10 @@ impl Tree {
     pub(super) fn read(&self, op: &Op) -> Result<Answer, Failure> {
         match op {
             Op::Exists { path, .. } => Ok(Answer::Stat(self.nodes.get(path).map(stat))),
-            Op::Children { path, .. } => {
-                if !self.nodes.contains_key(path) {
-                    return Err(Failure::NoNode);
-                }
-                Ok(Answer::Children(self.children(path)))
-            }
+            Op::Children { path, .. } => match self.nodes.get(path) {
+                Some(node) => Ok(Answer::Children(self.children(path), node.czxid)),
+                None => Err(Failure::NoNode),
+            },
             Op::Data { path } => match self.nodes.get(path) {
                 Some(node) => Ok(Answer::Data(node.data.clone(), stat(node))),
                 None => Err(Failure::NoNode),

@@ -23,7 +23,8 @@ pub(super) const OP_CREATE: i32 = 1;
 pub(super) const OP_DELETE: i32 = 2;
 pub(super) const OP_EXISTS: i32 = 3;
 pub(super) const OP_GET_DATA: i32 = 4;
-pub(super) const OP_GET_CHILDREN: i32 = 8;
+/// getChildren2: the children and the parent's Stat.
+pub(super) const OP_GET_CHILDREN2: i32 = 12;
 pub(super) const OP_SYNC: i32 = 9;
 /// Reply header: xid, zxid, err.
 pub(super) const REPLY_HEADER: usize = 16;
@@ -134,7 +135,7 @@ pub(super) fn request_frame(chroot: &str, xid: i32, op: &Op, acl: &[AclEntry]) -
         Op::Delete { path } => (OP_DELETE, path),
         Op::Exists { path, .. } => (OP_EXISTS, path),
         Op::Data { path } => (OP_GET_DATA, path),
-        Op::Children { path, .. } => (OP_GET_CHILDREN, path),
+        Op::Children { path, .. } => (OP_GET_CHILDREN2, path),
         Op::Sync { path } => (OP_SYNC, path),
     };
     let mut body = Vec::with_capacity(64);
@@ -225,7 +226,7 @@ pub(super) fn parse_answer(chroot: &str, op: &Op, body: &[u8]) -> Option<Answer>
             for _ in 0..count {
                 children.push(records.string()?);
             }
-            Answer::Children(children)
+            Answer::Children(children, records.stat()?.czxid)
         }
     })
 }
