@@ -25,15 +25,20 @@ pub(super) struct Group {
     /// changes, and its name is given once in the life of the group node
     /// (sequence numbers only grow): so what was read of a name stays true
     /// while the group's czxid is the same, and only new names are read.
+    /// Within one session, that is: a server never shows a session an
+    /// older state than it has seen, but another session's server may be
+    /// behind, and show a group node that was deleted since.
     data: HashMap<String, Option<(Vec<u8>, Stat)>>,
-    /// The czxid of the group node `data` was read from.
-    data_of: Option<i64>,
+    /// The watcher session `data` was read in, and the czxid of the group
+    /// node it was read from.
+    data_of: Option<(SessionId, i64)>,
     /// Counts the reads of the group: a claims list belongs to one.
     reads: u64,
     /// A claims list sent right behind the current read's list of the
     /// group, for a member likely to be promoted by it (and an observer):
     /// it saves a round trip, and proves as much, since the server answers
-    /// a session's requests in order.
+    /// a session's requests in order. It sets no watch: the claims matter
+    /// only while one is orphaned, and only then are they watched.
     early_claims: EarlyClaims,
     /// A claim names a member node that is gone: no promotion until it goes.
     blocked: bool,
@@ -78,7 +83,7 @@ enum EarlyClaims {
     #[default]
     None,
     Asked,
-    Got(Result<Answer, Failure>),
+    Got(Result<Answer, Failure>, bool),
 }
 
 /// The deletion watch on our node, in the watcher session.
@@ -167,7 +172,7 @@ impl Core {
             self.send(session, conn, op, Why::ListGroup, now);
             self.group.early_claims = EarlyClaims::None;
             if self.may_be_promoted() {
-                self.send_list_claims(session, conn, now);
+                self.send_list_claims(session, conn, false, now);
                 self.group.early_claims = EarlyClaims::Asked;
             }
         }
@@ -205,13 +210,19 @@ impl Core {
         })
     }
 
-    fn send_list_claims(&mut self, session: SessionId, conn: super::Conn, now: Instant) {
+    fn send_list_claims(
+        &mut self,
+        session: SessionId,
+        conn: super::Conn,
+        watched: bool,
+        now: Instant,
+    ) {
         let op = Op::Children {
             path: self.claims_dir(),
-            watch: true,
+            watch: watched,
         };
         let refresh = self.group.reads;
-        self.send(session, conn, op, Why::ListClaims { refresh }, now);
+        self.send(session, conn, op, Why::ListClaims { refresh, watched }, now);
     }
 
     /// Gives up the watcher session; another starts after a pause.
@@ -254,10 +265,12 @@ impl Core {
             Ok(Answer::Children(children, czxid)) => {
                 // A name seen before is of another node now if the group
                 // was deleted and created again (between two reads, without
-                // a watch saying so): then every child is read again.
-                if self.group.data_of != Some(czxid) {
+                // a watch saying so), and may be if the read is of another
+                // session: then every child is read again.
+                let of = self.watcher.id().map(|session| (session, czxid));
+                if self.group.data_of != of {
                     self.group.data.clear();
-                    self.group.data_of = Some(czxid);
+                    self.group.data_of = of;
                 }
                 let listed: HashSet<&String> = children.iter().collect();
                 self.group.data.retain(|name, _| listed.contains(name));
@@ -364,7 +377,14 @@ impl Core {
         let Refresh::Reading { children, .. } = &self.group.refresh else {
             return;
         };
-        let mut order = in_election_order(children.clone());
+        let listed = in_election_order(children.clone());
+        // A member whose node was gone by the time its data was read was
+        // seen gone after the early claims list: that list may predate its
+        // claim, and proves nothing about it.
+        let gone_since_listed = listed
+            .iter()
+            .any(|name| !self.group.data.contains_key(name));
+        let mut order = listed;
         order.retain(|name| self.group.data.get(name).is_some_and(Option::is_some));
         self.find_strays(&order);
         let own = self.node.own().map(|o| (o.name.clone(), o.path.clone()));
@@ -383,11 +403,17 @@ impl Core {
             return self.apply_order(order, false, now);
         }
         self.group.refresh = Refresh::Claims { order };
-        match std::mem::take(&mut self.group.early_claims) {
-            EarlyClaims::Got(result) => self.check_claims(result, now),
-            EarlyClaims::Asked => {} // its answer is on its way
-            EarlyClaims::None => match self.watcher.connected() {
-                Some((session, conn)) => self.send_list_claims(session, conn, now),
+        let early = std::mem::take(&mut self.group.early_claims);
+        if gone_since_listed {
+            self.group.reads += 1; // an early list still on its way is of no use
+        }
+        match early {
+            EarlyClaims::Got(result, watched) if !gone_since_listed => {
+                self.check_claims(result, watched, now)
+            }
+            EarlyClaims::Asked if !gone_since_listed => {} // its answer is on its way
+            _ => match self.watcher.connected() {
+                Some((session, conn)) => self.send_list_claims(session, conn, true, now),
                 // Disconnected: read again once connected.
                 None => {
                     self.group.refresh = Refresh::Idle;
@@ -400,6 +426,7 @@ impl Core {
     pub(super) fn on_claims_listed(
         &mut self,
         refresh: u64,
+        watched: bool,
         result: Result<Answer, Failure>,
         now: Instant,
     ) {
@@ -407,9 +434,9 @@ impl Core {
             return; // of an earlier read of the group
         }
         match self.group.refresh {
-            Refresh::Claims { .. } => self.check_claims(result, now),
+            Refresh::Claims { .. } => self.check_claims(result, watched, now),
             Refresh::Listing | Refresh::Reading { .. } => {
-                self.group.early_claims = EarlyClaims::Got(result);
+                self.group.early_claims = EarlyClaims::Got(result, watched);
             }
             Refresh::Idle => {}
         }
@@ -417,7 +444,7 @@ impl Core {
 
     /// The claims check before a promotion: none may name a member node
     /// that is gone.
-    fn check_claims(&mut self, result: Result<Answer, Failure>, now: Instant) {
+    fn check_claims(&mut self, result: Result<Answer, Failure>, watched: bool, now: Instant) {
         let Refresh::Claims { order } = std::mem::take(&mut self.group.refresh) else {
             return;
         };
@@ -426,8 +453,6 @@ impl Core {
         }
         let blocked = match result {
             Ok(Answer::Children(claims, _)) => {
-                self.group.claims = claims.clone();
-                self.group.claims.sort();
                 // A claim counts only for the very node it was made for.
                 let members: HashSet<String> = order
                     .iter()
@@ -440,6 +465,15 @@ impl Core {
                     .iter()
                     .filter(|c| sequence_of(c).is_some() && !members.contains(c.as_str()))
                     .collect();
+                if !orphaned.is_empty() && !watched {
+                    // The wait ends when they go: list them again, watched.
+                    if let Some((session, conn)) = self.watcher.connected() {
+                        self.group.refresh = Refresh::Claims { order };
+                        return self.send_list_claims(session, conn, true, now);
+                    }
+                }
+                self.group.claims = claims.clone();
+                self.group.claims.sort();
                 if !orphaned.is_empty() {
                     log::info!("waiting for {orphaned:?} to step down: their nodes are gone");
                 }

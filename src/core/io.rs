@@ -76,8 +76,8 @@ pub(crate) struct Stat {
 /// A successful reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Answer {
-    /// The full path of the created node.
-    Created(String),
+    /// The full path of the created node, and its stat.
+    Created(String, Stat),
     /// A delete succeeded.
     Done,
     Stat(Option<Stat>),

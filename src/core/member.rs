@@ -16,8 +16,6 @@ pub(super) enum Node {
     /// The group's path is being created, then the node.
     EnsuringGroup,
     Creating,
-    /// Created; its stat (owner, czxid) is being read.
-    Confirming,
     Held(Own),
 }
 
@@ -226,23 +224,14 @@ impl Core {
     pub(super) fn on_member_created(&mut self, result: Result<Answer, Failure>, now: Instant) {
         if self.node != Node::Creating {
             // The answer to a create we no longer wait for: a node it made is a stray.
-            if let Ok(Answer::Created(path)) = result {
+            if let Ok(Answer::Created(path, _)) = result {
                 self.strays.push(path);
             }
             return;
         }
         match result {
-            Ok(Answer::Created(path)) => {
-                let Some((session, conn)) = self.member.connected() else {
-                    return;
-                };
-                self.node = Node::Confirming;
-                let op = Op::Exists {
-                    path: path.clone(),
-                    watch: false,
-                };
-                self.send(session, conn, op, Why::ConfirmMember { path }, now);
-            }
+            // The answer carries the node's stat: its owner and czxid.
+            Ok(Answer::Created(path, stat)) => self.hold_member(path, stat, now),
             Err(Failure::NoNode) => {
                 log::info!("group {} is missing: creating it", self.settings.group);
                 self.node = Node::EnsuringGroup;
@@ -260,44 +249,25 @@ impl Core {
         }
     }
 
-    pub(super) fn on_member_confirmed(
-        &mut self,
-        path: String,
-        result: Result<Answer, Failure>,
-        now: Instant,
-    ) {
-        let owner = self.member.open().map(|s| s.server_session);
-        match result {
-            Ok(Answer::Stat(Some(stat))) if Some(stat.owner) == owner => {
-                let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
-                log::debug!("registered {path} (session {:#x})", stat.owner);
-                self.node = Node::Held(Own {
-                    path,
-                    name,
-                    owner: stat.owner,
-                    czxid: stat.czxid,
-                    claim: Claim::Absent,
-                });
-                // The lease comes from a renewal, sent at once: this reply
-                // proves no contact with the leader.
-                self.renew_at = now;
-                self.group.stale = true;
-                self.group.epoch += 1;
-                if self.requeue_waiting {
-                    self.requeue_waiting = false;
-                    self.commands.push_back(Command::Requeued(Ok(())));
-                }
-            }
-            Ok(_) => {
-                // Deleted at once by someone else: register again.
-                self.node = Node::Absent;
-                self.strays.push(path);
-            }
-            Err(e) => {
-                self.node = Node::Absent;
-                self.strays.push(path.clone());
-                self.member_failed("exists", &path, e, now);
-            }
+    /// Our node is created, with `stat`: it is held.
+    fn hold_member(&mut self, path: String, stat: super::Stat, now: Instant) {
+        let name = path.rsplit('/').next().unwrap_or(&path).to_owned();
+        log::debug!("registered {path} (session {:#x})", stat.owner);
+        self.node = Node::Held(Own {
+            path,
+            name,
+            owner: stat.owner,
+            czxid: stat.czxid,
+            claim: Claim::Absent,
+        });
+        // The lease comes from a renewal, sent at once: the create's reply
+        // proves no contact with the leader.
+        self.renew_at = now;
+        self.group.stale = true;
+        self.group.epoch += 1;
+        if self.requeue_waiting {
+            self.requeue_waiting = false;
+            self.commands.push_back(Command::Requeued(Ok(())));
         }
     }
 

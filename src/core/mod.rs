@@ -154,10 +154,6 @@ enum Why {
         last: Option<AfterEnsure>,
     },
     CreateMember,
-    /// The stat of the node just created: its owner and czxid, and the lease.
-    ConfirmMember {
-        path: String,
-    },
     CreateClaim {
         name: String,
     },
@@ -189,9 +185,11 @@ enum Why {
     ReadMember {
         name: String,
     },
-    /// Listing the claims for read number `refresh` of the group.
+    /// Listing the claims for read number `refresh` of the group, with a
+    /// watch on them if `watched`.
     ListClaims {
         refresh: u64,
+        watched: bool,
     },
     WatchOwn {
         path: String,
@@ -558,7 +556,6 @@ impl Core {
         match pending.why {
             Why::EnsurePath { last } => self.on_ensured(last, result, now),
             Why::CreateMember => self.on_member_created(result, now),
-            Why::ConfirmMember { path } => self.on_member_confirmed(path, result, now),
             Why::CreateClaim { name } => self.on_claim_created(&name, result, now),
             Why::ConfirmClaim { name } => self.on_claim_confirmed(&name, result, now),
             Why::RenewSync => self.on_renew_synced(request, result, proof.and(via), now),
@@ -575,7 +572,9 @@ impl Core {
             Why::Leave { path } => self.on_left(&path, result, now),
             Why::ListGroup => self.on_group_listed(result, now),
             Why::ReadMember { name } => self.on_member_read(name, result, now),
-            Why::ListClaims { refresh } => self.on_claims_listed(refresh, result, now),
+            Why::ListClaims { refresh, watched } => {
+                self.on_claims_listed(refresh, watched, result, now)
+            }
             Why::WatchOwn { path } => self.on_own_watched(session, path, result, now),
             Why::WatchAhead { path } => self.on_ahead_watched(session, path, result, now),
             Why::WatchClaimed { czxid, .. } => self.on_claimed_watched(czxid, result, now),

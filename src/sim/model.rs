@@ -79,9 +79,11 @@ impl Tree {
         fired: &mut Vec<Fired>,
     ) -> Result<Answer, Failure> {
         match op {
-            Op::Create { path, data, mode } => self
-                .create(session, path, data, *mode, fired)
-                .map(Answer::Created),
+            Op::Create { path, data, mode } => {
+                let full = self.create(session, path, data, *mode, fired)?;
+                let created = self.nodes.get(&full).map(stat);
+                Ok(Answer::Created(full, created.expect("just created")))
+            }
             Op::Delete { path } => self.delete(path, fired).map(|()| Answer::Done),
             // Every server of the model is the leader, or as current as it.
             Op::Sync { .. } => Ok(Answer::Done),
@@ -266,13 +268,17 @@ fn fire(
 mod tests {
     use super::*;
 
-    fn create(tree: &mut Tree, session: i64, path: &str, mode: Mode) -> Result<Answer, Failure> {
+    /// The path of the node created, or why not.
+    fn create(tree: &mut Tree, session: i64, path: &str, mode: Mode) -> Result<String, Failure> {
         let op = Op::Create {
             path: path.into(),
             data: Vec::new(),
             mode,
         };
-        tree.apply(session, &op, &mut Vec::new())
+        match tree.apply(session, &op, &mut Vec::new())? {
+            Answer::Created(path, _) => Ok(path),
+            other => panic!("a create answered {other:?}"),
+        }
     }
 
     #[test]
@@ -289,8 +295,8 @@ mod tests {
         );
         let a = create(&mut tree, 7, "/g/m", Mode::EphemeralSequential).unwrap();
         let b = create(&mut tree, 8, "/g/m", Mode::EphemeralSequential).unwrap();
-        assert_eq!(a, Answer::Created("/g/m0000000000".into()));
-        assert_eq!(b, Answer::Created("/g/m0000000001".into()));
+        assert_eq!(a, "/g/m0000000000");
+        assert_eq!(b, "/g/m0000000001");
         let mut fired = Vec::new();
         let watch = Op::Exists {
             path: "/g/m0000000000".into(),
@@ -316,13 +322,13 @@ mod tests {
         let mut tree = Tree::new();
         create(&mut tree, 7, "/g", Mode::Persistent).unwrap();
         let seq = |tree: &mut Tree| create(tree, 7, "/g/m", Mode::EphemeralSequential).unwrap();
-        assert_eq!(seq(&mut tree), Answer::Created("/g/m0000000000".into()));
+        assert_eq!(seq(&mut tree), "/g/m0000000000");
         create(&mut tree, 7, "/g/plain", Mode::Persistent).unwrap();
-        assert_eq!(seq(&mut tree), Answer::Created("/g/m0000000002".into()));
+        assert_eq!(seq(&mut tree), "/g/m0000000002");
         tree.delete("/g/plain", &mut Vec::new()).unwrap();
-        assert_eq!(seq(&mut tree), Answer::Created("/g/m0000000003".into()));
+        assert_eq!(seq(&mut tree), "/g/m0000000003");
         tree.delete_all("/g", &mut Vec::new());
         create(&mut tree, 7, "/g", Mode::Persistent).unwrap();
-        assert_eq!(seq(&mut tree), Answer::Created("/g/m0000000000".into()));
+        assert_eq!(seq(&mut tree), "/g/m0000000000");
     }
 }

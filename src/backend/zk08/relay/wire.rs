@@ -19,7 +19,8 @@ pub(crate) const FIRST_XID: i32 = -1001;
 pub(super) const NOTIFICATION_XID: i32 = -1;
 
 /// ZooKeeper opcodes.
-pub(super) const OP_CREATE: i32 = 1;
+/// create2: creates, and answers with the path and the new node's Stat.
+pub(super) const OP_CREATE2: i32 = 15;
 pub(super) const OP_DELETE: i32 = 2;
 pub(super) const OP_EXISTS: i32 = 3;
 pub(super) const OP_GET_DATA: i32 = 4;
@@ -131,7 +132,7 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
 /// large for the wire format.
 pub(super) fn request_frame(chroot: &str, xid: i32, op: &Op, acl: &[AclEntry]) -> Option<Vec<u8>> {
     let (code, path) = match op {
-        Op::Create { path, .. } => (OP_CREATE, path),
+        Op::Create { path, .. } => (OP_CREATE2, path),
         Op::Delete { path } => (OP_DELETE, path),
         Op::Exists { path, .. } => (OP_EXISTS, path),
         Op::Data { path } => (OP_GET_DATA, path),
@@ -213,7 +214,10 @@ pub(super) fn parse_answer(chroot: &str, op: &Op, body: &[u8]) -> Option<Answer>
         at: REPLY_HEADER,
     };
     Some(match op {
-        Op::Create { .. } => Answer::Created(without_chroot(chroot, records.string()?)),
+        Op::Create { .. } => {
+            let path = without_chroot(chroot, records.string()?);
+            Answer::Created(path, records.stat()?)
+        }
         Op::Delete { .. } | Op::Sync { .. } => Answer::Done,
         Op::Exists { .. } => Answer::Stat(Some(records.stat()?)),
         Op::Data { .. } => {
