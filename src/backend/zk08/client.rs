@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use zookeeper::{Subscription, WatchedEvent, ZkError, ZkState, ZooKeeper};
 
 use super::relay::{AclEntry, Handshake, InjectedReply, Relay};
@@ -98,17 +99,18 @@ struct Link {
 enum Job {
     /// Authenticate and report the connection (first or again).
     Connected,
-    Call(RequestId, Op),
+    Call(SessionId, RequestId, Op),
     /// The crate client gave up: go on in the same session with a new one.
     Replace,
     /// Close the session, then say so.
     Close(SyncSender<()>),
 }
 
-/// Where a session's inputs go, tagged with its number.
+/// Where a session's inputs go, tagged with the numbers the core knows it
+/// by: one election's member and watcher share a ZooKeeper session.
 #[derive(Clone)]
 struct Reporter {
-    session: SessionId,
+    sessions: Arc<Mutex<Vec<SessionId>>>,
     sink: InputSink,
     link: Arc<Link>,
 }
@@ -118,29 +120,49 @@ impl Reporter {
         (self.sink)(input);
     }
 
+    /// Reports `input(session)` for every session of the core on this one,
+    /// in the order they were attached.
+    fn each(&self, input: impl Fn(SessionId) -> Input) {
+        let sessions = self.sessions.lock().clone();
+        for session in sessions {
+            self.input(input(session));
+        }
+    }
+
     /// Reports the session lost, once.
     fn lost(&self, why: &str) {
         if !self.link.dead.swap(true, Ordering::SeqCst) {
-            self.input(Input::Lost {
-                session: self.session,
+            self.each(|session| Input::Lost {
+                session,
                 why: why.to_owned(),
             });
         }
     }
 
     fn watch(&self, path: String, kind: WatchKind) {
-        self.input(Input::Watch {
-            session: self.session,
-            path,
+        self.each(|session| Input::Watch {
+            session,
+            path: path.clone(),
             kind,
         });
+    }
+
+    /// The connection, as `session` should be told of it, if connected.
+    fn connected(&self, session: SessionId, epoch: u64) -> Input {
+        let link = &self.link;
+        Input::Connected {
+            session,
+            conn: epoch,
+            server_session: link.session_id.load(Ordering::SeqCst),
+            granted: Duration::from_millis(link.timeout_ms.load(Ordering::SeqCst)),
+        }
     }
 }
 
 /// One crate client, its relay, and the thread of ours that makes its calls.
 pub(super) struct Client {
     jobs: Sender<Job>,
-    link: Arc<Link>,
+    reporter: Reporter,
     relay: Arc<Relay>,
     closed: Option<mpsc::Receiver<()>>,
 }
@@ -163,10 +185,11 @@ impl Client {
     ) -> std::io::Result<Client> {
         let link = Arc::new(Link::default());
         let reporter = Reporter {
-            session,
+            sessions: Arc::new(Mutex::new(vec![session])),
             sink,
-            link: link.clone(),
+            link,
         };
+        let client_reporter = reporter.clone();
         let on_handshake = {
             let reporter = reporter.clone();
             Box::new(move |h: Handshake| {
@@ -212,14 +235,35 @@ impl Client {
         let _ = jobs.send(Job::Connected);
         Ok(Client {
             jobs,
-            link,
+            reporter: client_reporter,
             relay,
             closed: None,
         })
     }
 
-    pub(super) fn send(&self, request: RequestId, op: Op) {
-        let _ = self.jobs.send(Job::Call(request, op));
+    /// Sends `op` for `session`, one of the core's sessions on this one.
+    pub(super) fn send(&self, session: SessionId, request: RequestId, op: Op) {
+        let _ = self.jobs.send(Job::Call(session, request, op));
+    }
+
+    /// Makes `session` another of the core's sessions on this one: it is
+    /// told what the first is told from now on, and of the connection at
+    /// once if there is one.
+    pub(super) fn attach(&self, session: SessionId) {
+        self.reporter.sessions.lock().push(session);
+        let link = &self.reporter.link;
+        let epoch = link.epoch.load(Ordering::SeqCst);
+        if link.connected.load(Ordering::SeqCst) && !link.dead.load(Ordering::SeqCst) {
+            self.reporter.input(self.reporter.connected(session, epoch));
+        }
+    }
+
+    /// Tells `session` nothing more. True if no session of the core is left
+    /// on this one.
+    pub(super) fn detach(&self, session: SessionId) -> bool {
+        let mut sessions = self.reporter.sessions.lock();
+        sessions.retain(|s| *s != session);
+        sessions.is_empty()
     }
 
     /// Drops the connection; the crate reconnects, through the next host.
@@ -232,7 +276,8 @@ impl Client {
     /// it reconnects.
     pub(super) fn close(&mut self) {
         let (done_tx, done) = mpsc::sync_channel(1);
-        if self.jobs.send(Job::Close(done_tx)).is_ok() && self.link.connected.load(Ordering::SeqCst)
+        if self.jobs.send(Job::Close(done_tx)).is_ok()
+            && self.reporter.link.connected.load(Ordering::SeqCst)
         {
             self.closed = Some(done);
         }
@@ -285,7 +330,7 @@ impl Calls {
             let (zk, _) = &crate_client;
             match job {
                 Job::Connected => self.connected(zk),
-                Job::Call(request, op) => self.send(&relay, request, op),
+                Job::Call(session, request, op) => self.send(&relay, session, request, op),
                 Job::Replace if link.closed.load(Ordering::SeqCst) => {
                     if link.dead.load(Ordering::SeqCst) {
                         continue;
@@ -367,12 +412,8 @@ impl Calls {
                 if link.dead.load(Ordering::SeqCst) {
                     return;
                 }
-                self.reporter.input(Input::Connected {
-                    session: self.reporter.session,
-                    conn: epoch,
-                    server_session: link.session_id.load(Ordering::SeqCst),
-                    granted: Duration::from_millis(link.timeout_ms.load(Ordering::SeqCst)),
-                });
+                self.reporter
+                    .each(|session| self.reporter.connected(session, epoch));
             }
             // The connection dropped meanwhile: the listener asks again.
             Ok(()) => {}
@@ -395,7 +436,7 @@ impl Calls {
     /// reported from the relay's thread. It counts as `via` the connection
     /// only if the crate saw no disconnect in between (a reply always comes
     /// back on the relay link its request left on).
-    fn send(&self, relay: &Relay, request: RequestId, op: Op) {
+    fn send(&self, relay: &Relay, session: SessionId, request: RequestId, op: Op) {
         let link = &self.reporter.link;
         let epoch = link.epoch.load(Ordering::SeqCst);
         let was_connected = link.connected.load(Ordering::SeqCst);
@@ -412,7 +453,7 @@ impl Calls {
                     && !link.dead.load(Ordering::SeqCst)
                     && link.epoch.load(Ordering::SeqCst) == epoch;
                 reporter.input(Input::Reply {
-                    session: reporter.session,
+                    session,
                     request,
                     via: same.then_some(epoch),
                     result: injected_result(exists, reply),
@@ -472,18 +513,14 @@ fn on_state(reporter: &Reporter, jobs: &Sender<Job>, state: ZkState) {
         ZkState::Connecting | ZkState::NotConnected => {
             if link.connected.swap(false, Ordering::SeqCst) {
                 link.epoch.fetch_add(1, Ordering::SeqCst);
-                reporter.input(Input::Disconnected {
-                    session: reporter.session,
-                });
+                reporter.each(|session| Input::Disconnected { session });
             }
         }
         ZkState::Closed => {
             link.closed.store(true, Ordering::SeqCst);
             link.epoch.fetch_add(1, Ordering::SeqCst);
             if link.connected.swap(false, Ordering::SeqCst) {
-                reporter.input(Input::Disconnected {
-                    session: reporter.session,
-                });
+                reporter.each(|session| Input::Disconnected { session });
             }
             // The session may well live on: go on in it with a new client.
             let _ = jobs.send(Job::Replace);

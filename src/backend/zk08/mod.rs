@@ -19,6 +19,13 @@
 //!   connection, and the client replaces a crate client that gave up with a
 //!   fresh one, which so resumes the same session; only a server's refusal
 //!   (expired) loses it.
+//! - Its calls block one at a time behind two of its threads, and every
+//!   reply it sees restarts its ping timer (so traffic of ours on its
+//!   connection starved its pings): no request of ours goes through it. The
+//!   relay sends them all, takes their replies and the notifications out of
+//!   the stream, and the crate keeps the connection and its pings. So one
+//!   ZooKeeper session carries both of an election's core sessions, the
+//!   member's and the watcher's ([`Shared`]).
 //! - It logs a WARN for every connection that ends and an ERROR for every
 //!   refused one and for every drop it cannot close: the relay holds the
 //!   crate's connection while no server answers (the crate then logs at INFO
@@ -29,7 +36,6 @@
 mod client;
 mod relay;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -45,9 +51,22 @@ pub(crate) struct Zk08 {
     /// The host each new client tries first: random, so members spread out.
     first_host: usize,
     sink: InputSink,
-    clients: HashMap<SessionId, Client>,
+    clients: Vec<Shared>,
     /// Closed, and waiting for the server to confirm.
     closing: Vec<Client>,
+}
+
+/// One ZooKeeper session, and the core's sessions it carries.
+///
+/// A member session always gets a ZooKeeper session of its own: its lease
+/// counts from when it was asked for, which an older session would not
+/// prove. A watcher session rides on the member's, if there is one: closing
+/// the member's closes it (and the watcher is told it is lost), closing the
+/// watcher's only detaches it.
+struct Shared {
+    client: Client,
+    member: Option<SessionId>,
+    sessions: Vec<SessionId>,
 }
 
 impl Zk08 {
@@ -65,14 +84,27 @@ impl Zk08 {
             ensemble,
             first_host,
             sink,
-            clients: HashMap::new(),
+            clients: Vec::new(),
             closing: Vec::new(),
         }
     }
 }
 
+impl Zk08 {
+    /// The ZooKeeper session that carries `session`.
+    fn carrying(&self, session: SessionId) -> Option<&Shared> {
+        self.clients.iter().find(|s| s.sessions.contains(&session))
+    }
+}
+
 impl Backend for Zk08 {
-    fn open(&mut self, session: SessionId, _purpose: Purpose, timeout: Duration) {
+    fn open(&mut self, session: SessionId, purpose: Purpose, timeout: Duration) {
+        if purpose == Purpose::Watcher {
+            if let Some(shared) = self.clients.iter_mut().find(|s| s.member.is_some()) {
+                shared.sessions.push(session);
+                return shared.client.attach(session);
+            }
+        }
         let target = Target {
             hosts: &self.ensemble.hosts,
             first: self.first_host,
@@ -80,9 +112,11 @@ impl Backend for Zk08 {
             access: self.access.clone(),
         };
         match Client::start(&target, session, timeout, self.sink.clone()) {
-            Ok(client) => {
-                self.clients.insert(session, client);
-            }
+            Ok(client) => self.clients.push(Shared {
+                client,
+                member: (purpose == Purpose::Member).then_some(session),
+                sessions: vec![session],
+            }),
             Err(e) => (self.sink)(Input::Lost {
                 session,
                 why: format!("cannot start a client: {e}"),
@@ -91,23 +125,42 @@ impl Backend for Zk08 {
     }
 
     fn send(&mut self, session: SessionId, request: RequestId, op: Op) {
-        if let Some(client) = self.clients.get(&session) {
-            client.send(request, op);
+        if let Some(shared) = self.carrying(session) {
+            shared.client.send(session, request, op);
         }
     }
 
     fn cut(&mut self, session: SessionId) {
-        if let Some(client) = self.clients.get(&session) {
-            client.cut();
+        if let Some(shared) = self.carrying(session) {
+            shared.client.cut();
         }
     }
 
     fn close(&mut self, session: SessionId) {
         self.closing.retain_mut(Client::closing);
-        if let Some(mut client) = self.clients.remove(&session) {
-            client.close();
-            self.closing.push(client);
+        let Some(at) = self
+            .clients
+            .iter()
+            .position(|s| s.sessions.contains(&session))
+        else {
+            return;
+        };
+        let shared = &mut self.clients[at];
+        shared.sessions.retain(|s| *s != session);
+        let last = shared.client.detach(session);
+        if shared.member != Some(session) && !last {
+            return;
         }
+        let mut shared = self.clients.remove(at);
+        for other in shared.sessions.drain(..) {
+            shared.client.detach(other);
+            (self.sink)(Input::Lost {
+                session: other,
+                why: "the member session it shared was closed".into(),
+            });
+        }
+        shared.client.close();
+        self.closing.push(shared.client);
     }
 
     fn wait_closed(&mut self, deadline: Instant) {
