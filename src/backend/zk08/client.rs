@@ -100,6 +100,8 @@ enum Job {
     /// Authenticate and report the connection (first or again).
     Connected,
     Call(SessionId, RequestId, Op),
+    /// Remove the session's watches on a path.
+    Unwatch(String),
     /// The crate client gave up: go on in the same session with a new one.
     Replace,
     /// Close the session, then say so.
@@ -258,6 +260,11 @@ impl Client {
         }
     }
 
+    /// Removes the session's watches on `path`, after what was sent before.
+    pub(super) fn unwatch(&self, path: String) {
+        let _ = self.jobs.send(Job::Unwatch(path));
+    }
+
     /// Tells `session` nothing more. True if no session of the core is left
     /// on this one.
     pub(super) fn detach(&self, session: SessionId) -> bool {
@@ -331,6 +338,7 @@ impl Calls {
             match job {
                 Job::Connected => self.connected(zk),
                 Job::Call(session, request, op) => self.send(&relay, session, request, op),
+                Job::Unwatch(path) => relay.remove_watches(&path),
                 Job::Replace if link.closed.load(Ordering::SeqCst) => {
                     if link.dead.load(Ordering::SeqCst) {
                         continue;

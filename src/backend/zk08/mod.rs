@@ -67,6 +67,9 @@ struct Shared {
     client: Client,
     member: Option<SessionId>,
     sessions: Vec<SessionId>,
+    /// Paths the watcher set watches on: removed when it detaches, so that
+    /// a resigning member's own deletes wake nobody in its own session.
+    watched: Vec<String>,
 }
 
 impl Zk08 {
@@ -116,6 +119,7 @@ impl Backend for Zk08 {
                 client,
                 member: (purpose == Purpose::Member).then_some(session),
                 sessions: vec![session],
+                watched: Vec::new(),
             }),
             Err(e) => (self.sink)(Input::Lost {
                 session,
@@ -125,9 +129,19 @@ impl Backend for Zk08 {
     }
 
     fn send(&mut self, session: SessionId, request: RequestId, op: Op) {
-        if let Some(shared) = self.carrying(session) {
-            shared.client.send(session, request, op);
+        let Some(shared) = self
+            .clients
+            .iter_mut()
+            .find(|s| s.sessions.contains(&session))
+        else {
+            return;
+        };
+        if let Op::Exists { path, watch: true } | Op::Children { path, watch: true } = &op {
+            if !shared.watched.contains(path) {
+                shared.watched.push(path.clone());
+            }
         }
+        shared.client.send(session, request, op);
     }
 
     fn cut(&mut self, session: SessionId) {
@@ -149,6 +163,9 @@ impl Backend for Zk08 {
         shared.sessions.retain(|s| *s != session);
         let last = shared.client.detach(session);
         if shared.member != Some(session) && !last {
+            for path in shared.watched.drain(..) {
+                shared.client.unwatch(path);
+            }
             return;
         }
         let mut shared = self.clients.remove(at);

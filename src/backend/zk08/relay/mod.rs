@@ -54,7 +54,8 @@ mod wire;
 
 use wire::{
     be_i32, be_i64, first_frame_len, parse_answer, parse_connect_response, parse_header,
-    parse_notification, read_frame, request_frame, resume_request, MAX_FRAME, NOTIFICATION_XID,
+    parse_notification, read_frame, remove_watches_frame, request_frame, resume_request, MAX_FRAME,
+    NOTIFICATION_XID,
 };
 pub(crate) use wire::{AclEntry, FIRST_XID};
 
@@ -234,16 +235,23 @@ impl Relay {
     /// once, [`InjectedReply::Unanswered`] when no such connection is up, and
     /// when the connection breaks first. Blocks only for the writer lock and
     /// one socket write (at most [`UPSTREAM_WRITE`], then the link is cut).
+    /// Removes the session's watches on `path`, on the newest connection
+    /// (a connection's watches end with it), in the session's order. Its
+    /// reply is dropped: a path without watches is no failure worth a word.
+    pub(crate) fn remove_watches(&self, path: &str) {
+        let Some(link) = self.inner.newest_ready() else {
+            return;
+        };
+        let xid = self.inner.next_xid();
+        if let Some(frame) = remove_watches_frame(&self.inner.chroot, xid, path) {
+            if link.send(&frame).is_err() {
+                link.close();
+            }
+        }
+    }
+
     pub(crate) fn request(&self, op: Op, done: Done) {
-        let link = self
-            .inner
-            .links
-            .lock()
-            .iter()
-            .filter(|l| l.ready.load(Ordering::SeqCst))
-            .max_by_key(|l| l.number)
-            .cloned();
-        let Some(link) = link else {
+        let Some(link) = self.inner.newest_ready() else {
             return done(InjectedReply::Unanswered {
                 link: None,
                 why: "not connected",
@@ -299,6 +307,16 @@ impl Inner {
         for link in links {
             link.close();
         }
+    }
+
+    /// The newest connection whose session the server accepted.
+    fn newest_ready(&self) -> Option<Arc<Link>> {
+        self.links
+            .lock()
+            .iter()
+            .filter(|l| l.ready.load(Ordering::SeqCst))
+            .max_by_key(|l| l.number)
+            .cloned()
     }
 
     fn next_xid(&self) -> i32 {

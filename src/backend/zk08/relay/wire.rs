@@ -27,6 +27,7 @@ pub(super) const OP_GET_DATA: i32 = 4;
 /// getChildren2: the children and the parent's Stat.
 pub(super) const OP_GET_CHILDREN2: i32 = 12;
 pub(super) const OP_SYNC: i32 = 9;
+pub(super) const OP_REMOVE_WATCHES: i32 = 18;
 /// Reply header: xid, zxid, err.
 pub(super) const REPLY_HEADER: usize = 16;
 /// A serialized Stat: 6 longs and 5 ints (see [`parse_stat`]).
@@ -166,6 +167,20 @@ pub(super) fn request_frame(chroot: &str, xid: i32, op: &Op, acl: &[AclEntry]) -
         Op::Data { .. } => body.push(0),
         Op::Sync { .. } => {}
     }
+    let mut frame = Vec::with_capacity(4 + body.len());
+    put_i32(&mut frame, i32::try_from(body.len()).ok()?);
+    frame.extend_from_slice(&body);
+    Some(frame)
+}
+
+/// A removeWatches frame: every watch of the session on `path` (the
+/// client's), of any type.
+pub(super) fn remove_watches_frame(chroot: &str, xid: i32, path: &str) -> Option<Vec<u8>> {
+    let mut body = Vec::with_capacity(32);
+    put_i32(&mut body, xid);
+    put_i32(&mut body, OP_REMOVE_WATCHES);
+    put_bytes(&mut body, with_chroot(chroot, path).as_bytes())?;
+    put_i32(&mut body, 3); // WatcherType.Any
     let mut frame = Vec::with_capacity(4 + body.len());
     put_i32(&mut frame, i32::try_from(body.len()).ok()?);
     frame.extend_from_slice(&body);
