@@ -16,9 +16,9 @@ pub(crate) struct SessionId(pub(crate) u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct RequestId(pub(crate) u64);
 
-/// What a session is for. A backend may treat the two differently (the
-/// `zookeeper` 0.8 backend gives up a watcher session at its first
-/// disconnect, since that crate loses watches on reconnect).
+/// What a session is for. A backend may treat the two differently: the
+/// `zookeeper` 0.8 backend carries a watcher session on the member's
+/// ZooKeeper session, and reports it lost when the member's is closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Purpose {
     /// Holds this member's node and claim; its replies renew the lease.

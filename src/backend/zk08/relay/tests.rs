@@ -104,6 +104,14 @@ fn serve(mut stream: TcpStream, seen: &mpsc::Sender<Seen>) {
             framed(&body)
         } else if path.ends_with("/missing") {
             framed(&reply_header(xid, -101))
+        } else if path.ends_with("/notify") {
+            // Answered as missing, then a notification that it was deleted
+            // (xid -1, type NodeDeleted, state SyncConnected).
+            let mut event = reply_header(-1, 0);
+            event.extend_from_slice(&2i32.to_be_bytes());
+            event.extend_from_slice(&3i32.to_be_bytes());
+            ustring(&mut event, path.as_bytes());
+            [framed(&reply_header(xid, -101)), framed(&event)].concat()
         } else if op == OP_SYNC {
             let mut body = reply_header(xid, 0);
             ustring(&mut body, path.as_bytes());
@@ -125,13 +133,17 @@ fn serve(mut stream: TcpStream, seen: &mpsc::Sender<Seen>) {
 }
 
 fn relay(server: &str, chroot: &str) -> Relay {
+    watching_relay(server, chroot, Box::new(|_, _| {}))
+}
+
+fn watching_relay(server: &str, chroot: &str, on_watch: WatchSink) -> Relay {
     Relay::start(
         vec![server.to_owned()],
         0,
         chroot,
         Vec::new(),
         Box::new(|_| {}),
-        Box::new(|_, _| {}),
+        on_watch,
     )
     .expect("relay")
 }
@@ -409,6 +421,32 @@ fn the_chroot_goes_in_front_of_paths() {
     }
     let plain = relay_paths("");
     assert_eq!(plain, ["/x/y", "/"]);
+}
+
+#[test]
+fn notifications_go_to_the_watch_sink_without_the_chroot_never_to_the_client() {
+    let (server, seen_rx) = fake_server();
+    let (watch_tx, watches) = mpsc::channel();
+    let sink: WatchSink = Box::new(move |path, kind| {
+        let _ = watch_tx.send((path, kind));
+    });
+    let relay = watching_relay(&server, "/app", sink);
+    let mut client = client(&relay);
+    let op = Op::Exists {
+        path: "/g/notify".into(),
+        watch: true,
+    };
+    let reply = send(&relay, op);
+    assert_eq!(seen(&seen_rx).path, "/app/g/notify");
+    assert!(matches!(
+        reply.recv_timeout(SOON),
+        Ok(InjectedReply::Answered { err: -101, .. })
+    ));
+    assert_eq!(
+        watches.recv_timeout(SOON),
+        Ok(("/g/notify".to_owned(), WatchKind::Deleted))
+    );
+    assert_quiet(&mut client, false);
 }
 
 fn relay_paths(chroot: &str) -> Vec<String> {
