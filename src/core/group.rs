@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use super::{
-    Answer, Command, Core, Failure, Op, Phase, Purpose, SessionId, Slot, SlotDue, Stat, Why,
+    Answer, Command, Core, Failure, Op, Phase, Purpose, SessionId, Slot, SlotDue, Stat, WatchKind,
+    Why,
 };
 use crate::member::{in_election_order, sequence_of, Member};
 use crate::role::Role;
@@ -42,6 +43,9 @@ pub(super) struct Group {
     early_claims: EarlyClaims,
     /// A claim names a member node that is gone: no promotion until it goes.
     blocked: bool,
+    /// The claims were checked with the last read (else `blocked` is false
+    /// for want of a check).
+    claims_checked: bool,
     /// The claims as last listed (watch-only mode lists them on every read).
     pub(super) claims: Vec<String>,
     /// A read of the group has completed (or found no group).
@@ -49,8 +53,8 @@ pub(super) struct Group {
     refresh: Refresh,
     own_watch: OwnWatch,
     /// Herd-free mode: the members just ahead of ours whose deletion is
-    /// watched (or asked to be) in the watcher session, by path.
-    pub(super) ahead: Vec<(SessionId, String)>,
+    /// watched (or asked to be) in the watcher session, with their claims.
+    pub(super) ahead: Vec<super::herd::Ahead>,
     /// Bumped when this member registers a node: a read sent before then
     /// may show another node of the same name (names come back once the
     /// group is deleted by hand), so it must not give the new node a rank.
@@ -114,6 +118,12 @@ impl Group {
                 Member::parse(name, data.clone()).map(|m| m.with_stat(stat.owner, stat.ctime))
             })
             .collect()
+    }
+
+    /// The czxid of member `name`, as read.
+    pub(super) fn czxid_of(&self, name: &str) -> Option<i64> {
+        let (_, stat) = self.data.get(name)?.as_ref()?;
+        Some(stat.czxid)
     }
 
     /// Whether a claim names a member node that is gone.
@@ -246,15 +256,59 @@ impl Core {
     }
 
     /// A watch fired on `path` in the watcher session.
-    pub(super) fn on_watched_change(&mut self, path: &str) {
+    pub(super) fn on_watched_change(&mut self, path: &str, kind: WatchKind, now: Instant) {
         if let OwnWatch::Awaiting(_, p) = &self.group.own_watch {
             if p == path {
                 self.group.own_watch = OwnWatch::None;
             }
         }
+        if self.on_ahead_claim_changed(path, kind, now) {
+            return; // a claim ahead: the group itself is unchanged
+        }
+        if kind == WatchKind::Deleted {
+            self.promote_past(path);
+        }
         // A watch fires once: one on a member ahead must be set again.
-        self.group.ahead.retain(|(_, p)| p != path);
+        self.group.ahead.retain(|a| a.path != path);
         self.group.stale = true;
+    }
+
+    /// Herd-free mode: the member of `path`, just ahead of ours, is gone.
+    /// When its claim is known gone too, no read of the group is needed to
+    /// know our new place: only members ahead of ours can bring it closer,
+    /// they are all watched, and new members join at the back. Nor to check
+    /// the claims: the last read found none orphaned, and the one claim that
+    /// could have become so since is this member's, whose deletion was
+    /// heard first (a session hears of changes in their order). So it is
+    /// dropped from the order at once, which may make us master; the group
+    /// is read again all the same.
+    fn promote_past(&mut self, path: &str) {
+        let Some(gone) = self.group.ahead.iter().find(|a| a.path == path) else {
+            return;
+        };
+        let claim_gone = gone.claim_gone();
+        let name = gone.name.clone();
+        let Some(own) = self.node.own() else { return };
+        let Some(rank) = self.group.position(&own.name) else {
+            return;
+        };
+        let all_ahead_watched = self.group.order[..rank]
+            .iter()
+            .all(|n| self.group.ahead.iter().any(|a| a.name == *n));
+        #[cfg(test)]
+        let claim_gone = claim_gone || self.settings.mutant == super::Mutant::FastPathIgnoresClaim;
+        if !claim_gone
+            || !all_ahead_watched
+            || !self.group.claims_checked
+            || self.group.blocked
+            || self.group.refresh != Refresh::Idle
+            || self.group.order_epoch != self.group.epoch
+        {
+            return;
+        }
+        log::debug!("{name} left with its claim: taking its place before reading the group");
+        self.group.order.retain(|n| *n != name);
+        self.group.members = self.group.members_read();
     }
 
     pub(super) fn on_group_listed(&mut self, result: Result<Answer, Failure>, now: Instant) {
@@ -395,8 +449,12 @@ impl Core {
         }
         let rank = own.and_then(|(name, _)| order.iter().position(|n| *n == name));
         // An observer checks the claims on every read: it tells the masters.
+        // So does a herd-free member next in line: its promotion may come
+        // without a read (see `promote_past`).
+        let next_in_line = if self.settings.herd_free { 2 } else { 1 };
         let promoting = self.settings.observe
-            || rank.is_some_and(|r| r < self.settings.masters) && self.notified.0 != Role::Master;
+            || rank.is_some_and(|r| r < next_in_line * self.settings.masters)
+                && self.notified.0 != Role::Master;
         #[cfg(test)]
         let promoting = promoting && self.settings.mutant != super::Mutant::NoClaimsCheck;
         if !promoting {
@@ -497,6 +555,7 @@ impl Core {
             }
         };
         self.apply_order(order, blocked, now);
+        self.group.claims_checked = true;
     }
 
     /// Whether the read in progress was sent after our node was registered;
@@ -515,6 +574,7 @@ impl Core {
         self.group.order = order;
         self.group.members = self.group.members_read();
         self.group.blocked = blocked;
+        self.group.claims_checked = false;
         self.group.refresh = Refresh::Idle;
         self.group.read_once = true;
         if self.settings.herd_free {

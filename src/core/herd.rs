@@ -1,10 +1,40 @@
 //! Herd-free mode (`Config::herd_free`): instead of watching the whole group,
-//! a member watches only the members just ahead of it, and, while a claim
-//! without its node holds it back, the node that claim names.
+//! a member watches only the members just ahead of it and their claims, and,
+//! while a claim without its node holds it back, the node that claim names.
 
 use std::time::Instant;
 
-use super::{Answer, Core, Failure, Op, SessionId, Why};
+use super::member::node_claim_name;
+use super::{Answer, Core, Failure, Op, SessionId, WatchKind, Why};
+
+/// A member just ahead of ours, watched in the watcher session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Ahead {
+    pub(super) session: SessionId,
+    pub(super) name: String,
+    /// Its node's path.
+    pub(super) path: String,
+    /// Its claim's path, and what the watch on it says; `None` if its czxid
+    /// was not read.
+    claim: Option<(String, ClaimSeen)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClaimSeen {
+    /// The watch is asked for.
+    Asked,
+    Present,
+    /// Missing when the watch was set, or deleted since. A member makes its
+    /// claim once per node (an admin deleting it by hand is the documented
+    /// limit of the claims), so a claim deleted stays so.
+    Gone,
+}
+
+impl Ahead {
+    pub(super) fn claim_gone(&self) -> bool {
+        matches!(self.claim, Some((_, ClaimSeen::Gone)))
+    }
+}
 
 impl Core {
     /// Herd-free mode: watches the deletion of the `masters` members just
@@ -28,18 +58,109 @@ impl Core {
             .collect();
         self.group
             .ahead
-            .retain(|(s, path)| *s == session && wanted.contains(path));
+            .retain(|a| a.session == session && wanted.contains(&a.path));
         for path in wanted {
-            if self.group.ahead.iter().any(|(_, p)| *p == path) {
+            if self.group.ahead.iter().any(|a| a.path == path) {
                 continue;
             }
-            self.group.ahead.push((session, path.clone()));
+            let name = path.rsplit('/').next().unwrap_or_default().to_owned();
+            let claim = self.group.czxid_of(&name).map(|czxid| {
+                (
+                    self.claim_path(&node_claim_name(czxid, &name)),
+                    ClaimSeen::Asked,
+                )
+            });
             let op = Op::Exists {
                 path: path.clone(),
                 watch: true,
             };
-            self.send(session, conn, op, Why::WatchAhead { path }, now);
+            self.send(
+                session,
+                conn,
+                op,
+                Why::WatchAhead { path: path.clone() },
+                now,
+            );
+            if let Some((claim_path, _)) = &claim {
+                self.watch_ahead_claim(session, conn, claim_path.clone(), now);
+            }
+            self.group.ahead.push(Ahead {
+                session,
+                name,
+                path,
+                claim,
+            });
         }
+    }
+
+    fn watch_ahead_claim(
+        &mut self,
+        session: SessionId,
+        conn: super::Conn,
+        path: String,
+        now: Instant,
+    ) {
+        let op = Op::Exists {
+            path: path.clone(),
+            watch: true,
+        };
+        self.send(session, conn, op, Why::WatchAheadClaim { path }, now);
+    }
+
+    /// The watch on the claim of a member ahead is set.
+    pub(super) fn on_ahead_claim_watched(
+        &mut self,
+        session: SessionId,
+        path: &str,
+        result: Result<Answer, Failure>,
+        now: Instant,
+    ) {
+        let seen = match result {
+            Ok(Answer::Stat(Some(_))) => ClaimSeen::Present,
+            Ok(Answer::Stat(None)) => ClaimSeen::Gone,
+            Err(e) => return self.lose_watcher(&format!("exists failed: {e:?}"), now),
+            Ok(other) => return log::error!("unexpected answer to exists: {other:?}"),
+        };
+        for ahead in &mut self.group.ahead {
+            if let Some((claim, state)) = &mut ahead.claim {
+                if ahead.session == session && claim == path && *state == ClaimSeen::Asked {
+                    *state = seen;
+                }
+            }
+        }
+    }
+
+    /// A watch on the claim of a member ahead fired: deleted, it stays so;
+    /// created, it is watched again (for its deletion). False if `path` is
+    /// no such claim.
+    pub(super) fn on_ahead_claim_changed(
+        &mut self,
+        path: &str,
+        kind: WatchKind,
+        now: Instant,
+    ) -> bool {
+        let mut rearm = None;
+        let mut found = false;
+        for ahead in &mut self.group.ahead {
+            if let Some((claim, state)) = &mut ahead.claim {
+                if claim == path {
+                    found = true;
+                    *state = match kind {
+                        WatchKind::Deleted => ClaimSeen::Gone,
+                        WatchKind::Changed => {
+                            rearm = Some(ahead.session);
+                            ClaimSeen::Asked
+                        }
+                    };
+                }
+            }
+        }
+        if let (Some(session), Some((current, conn))) = (rearm, self.watcher.connected()) {
+            if session == current {
+                self.watch_ahead_claim(session, conn, path.to_owned(), now);
+            }
+        }
+        found
     }
 
     /// Herd-free mode: a watch on the member node each orphaned claim names.
@@ -101,13 +222,18 @@ impl Core {
         result: Result<Answer, Failure>,
         now: Instant,
     ) {
-        if !self.group.ahead.contains(&(session, path.clone())) {
+        if !self
+            .group
+            .ahead
+            .iter()
+            .any(|a| a.session == session && a.path == path)
+        {
             return;
         }
         match result {
             Ok(Answer::Stat(Some(_))) => {}
             Ok(Answer::Stat(None)) => {
-                self.group.ahead.retain(|(_, p)| *p != path);
+                self.group.ahead.retain(|a| a.path != path);
                 self.group.stale = true;
             }
             Err(e) => self.lose_watcher(&format!("exists failed: {e:?}"), now),

@@ -126,6 +126,9 @@ pub(crate) enum Mutant {
     NoLeaderProof,
     /// A renewal accepts the node whoever owns it.
     NoOwnerCheck,
+    /// Herd-free, a member takes the place of one ahead that left without
+    /// knowing its claim went first.
+    FastPathIgnoresClaim,
 }
 
 /// Where the core is in its life.
@@ -196,6 +199,10 @@ enum Why {
     },
     /// Herd-free mode: a deletion watch on a member just ahead of ours.
     WatchAhead {
+        path: String,
+    },
+    /// Herd-free mode: a watch on the claim of a member just ahead.
+    WatchAheadClaim {
         path: String,
     },
     /// Herd-free mode: a watch on the member node an orphaned claim names
@@ -577,6 +584,9 @@ impl Core {
             }
             Why::WatchOwn { path } => self.on_own_watched(session, path, result, now),
             Why::WatchAhead { path } => self.on_ahead_watched(session, path, result, now),
+            Why::WatchAheadClaim { path } => {
+                self.on_ahead_claim_watched(session, &path, result, now)
+            }
             Why::WatchClaimed { czxid, .. } => self.on_claimed_watched(czxid, result, now),
             Why::WatchGroup => self.on_group_watched(result, now),
         }
@@ -588,7 +598,7 @@ impl Core {
             return self.step_down_from_deleted_node(now);
         }
         if self.watcher.id() == Some(session) {
-            self.on_watched_change(path);
+            self.on_watched_change(path, kind, now);
         }
     }
 }

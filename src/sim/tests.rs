@@ -153,6 +153,15 @@ fn catches_any_connection_renews() {
 }
 
 #[test]
+fn catches_fast_path_ignoring_claims() {
+    let mix = Mix {
+        freeze_master_then_delete: 1,
+        ..Mix::only(Mutant::FastPathIgnoresClaim)
+    };
+    first_broken_promise(&mix, 2_000);
+}
+
+#[test]
 fn catches_no_owner_check() {
     // The node's name comes back (group deleted and recreated) owned by
     // another member, after the master's claim was deleted by hand.
