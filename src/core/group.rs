@@ -38,8 +38,9 @@ pub(super) struct Group {
     /// A claims list sent right behind the current read's list of the
     /// group, for a member likely to be promoted by it (and an observer):
     /// it saves a round trip, and proves as much, since the server answers
-    /// a session's requests in order. It sets no watch: the claims matter
-    /// only while one is orphaned, and only then are they watched.
+    /// a session's requests in order. A member's sets no watch: the claims
+    /// matter to it only while one is orphaned, and only then are they
+    /// watched. An observer's does: it shows them.
     early_claims: EarlyClaims,
     /// A claim names a member node that is gone: no promotion until it goes.
     blocked: bool,
@@ -182,7 +183,9 @@ impl Core {
             self.send(session, conn, op, Why::ListGroup, now);
             self.group.early_claims = EarlyClaims::None;
             if self.may_be_promoted() {
-                self.send_list_claims(session, conn, false, now);
+                // An observer shows the claims: it follows them too.
+                let watched = self.settings.observe;
+                self.send_list_claims(session, conn, watched, now);
                 self.group.early_claims = EarlyClaims::Asked;
             }
         }
