@@ -591,14 +591,4 @@ impl Core {
             Why::WatchGroup => self.on_group_watched(result, now),
         }
     }
-
-    fn on_watch(&mut self, session: SessionId, path: &str, kind: WatchKind, now: Instant) {
-        if kind == WatchKind::Deleted && self.node.path() == Some(path) {
-            // Whichever session saw it: node names are never reused.
-            return self.step_down_from_deleted_node(now);
-        }
-        if self.watcher.id() == Some(session) {
-            self.on_watched_change(path, kind, now);
-        }
-    }
 }
