@@ -9,7 +9,8 @@
 //!
 //! It keeps two sessions. The *member* session holds this member's node and
 //! claim and does nothing else but renew the lease with an `exists` of the
-//! node; the *watcher* session reads and watches the group. A member may be
+//! node; the *watcher* session reads and watches the group. (A backend may
+//! carry both on one ZooKeeper session: the `zookeeper` 0.8 one does.) A member may be
 //! master only while it also holds a *claim*: an ephemeral node named after
 //! its member node in a sibling of the group (`/Roles/workers.claims/...`),
 //! which it deletes only after stepping down. A member about to become master
