@@ -344,7 +344,8 @@ fn the_example_worker_logs_like_the_original_and_exits_cleanly() {
 }
 
 /// Herd-free: each member watches only the members just ahead of it (the server's data watches
-/// are its own node's deletion watch plus one per member ahead, `masters` at most), and the
+/// are its own node's deletion watch plus two per member ahead, its node and its claim,
+/// `masters` members at most), and the
 /// election still follows every leave: a master's, a member's from the middle of the queue, for
 /// one master and for two.
 #[test]
@@ -366,9 +367,9 @@ fn herd_free_members_watch_only_ahead_and_still_take_over_in_order() {
             is_master(&members) == first(&members, masters)
         });
         // Data watches only (`wchs` does not count the watches on children): every member's
-        // own node, and each slave's `masters` members ahead (the previous round's members are
-        // gone, and their watches with their sessions).
-        let expected = 6 + (masters..6).map(|_| masters).sum::<usize>();
+        // own node, and each slave's `masters` members ahead and their claims (the previous
+        // round's members are gone, and their watches with their sessions).
+        let expected = 6 + (masters..6).map(|_| 2 * masters).sum::<usize>();
         let mut summary = String::new();
         let counted = Instant::now();
         while !summary.contains(&format!("Total watches:{expected}\n")) && counted.elapsed() < SOON

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use common::overlap::monotonic_ns;
 use common::proxy::Mode;
 use common::traced_group::*;
-use common::{four_letter_word, raw_client, signal, Ensemble, ZkServer};
+use common::{four_letter_word, freeze_process, raw_client, signal, Ensemble, ZkServer};
 use zookeeper::ZooKeeper;
 
 // ---------------------------------------------------------------------------------------------
@@ -177,8 +177,15 @@ fn deleted_master_node_and_group() {
         let recovered = group.wait_recovered("the deletion of the master's node");
         group.check("master's node deleted by hand", mark, recovered);
 
-        // The members put their nodes (and the group) back as fast as they go: retry, bounded.
+        // The members put their nodes (and the group) back faster than this client deletes them
+        // one at a time: they are paused meanwhile (a few milliseconds, well within their
+        // leases), and hear of the deletions once resumed. Bounded retries all the same.
         let mark = monotonic_ns();
+        let pids: Vec<u32> = group
+            .live()
+            .map(|i| group.members[i].process.pid())
+            .collect();
+        pids.iter().for_each(|&pid| freeze_process(pid, true));
         let mut attempts = 0;
         while zk.exists(&group.path, false).expect("exists").is_some() {
             attempts += 1;
@@ -188,6 +195,7 @@ fn deleted_master_node_and_group() {
             }
             zk.delete(&group.path, None).ok();
         }
+        pids.iter().for_each(|&pid| freeze_process(pid, false));
         let recovered = group.wait_recovered("the deletion of the group");
         group.check(
             &format!("group deleted by hand ({attempts} attempt(s))"),

@@ -14,6 +14,9 @@ pub(super) struct Ahead {
     pub(super) name: String,
     /// Its node's path.
     pub(super) path: String,
+    /// Its node's czxid as read: a node of the same name in a group deleted
+    /// and created again is another member. `None` if not read.
+    czxid: Option<i64>,
     /// Its claim's path, and what the watch on it says; `None` if its czxid
     /// was not read.
     claim: Option<(String, ClaimSeen)>,
@@ -64,7 +67,8 @@ impl Core {
                 continue;
             }
             let name = path.rsplit('/').next().unwrap_or_default().to_owned();
-            let claim = self.group.czxid_of(&name).map(|czxid| {
+            let czxid = self.group.czxid_of(&name);
+            let claim = czxid.map(|czxid| {
                 (
                     self.claim_path(&node_claim_name(czxid, &name)),
                     ClaimSeen::Asked,
@@ -88,6 +92,7 @@ impl Core {
                 session,
                 name,
                 path,
+                czxid,
                 claim,
             });
         }
@@ -213,8 +218,9 @@ impl Core {
         }
     }
 
-    /// The watch on a member ahead is set; if that member is already gone,
-    /// the group is read again.
+    /// The watch on a member ahead is set; if that member is already gone
+    /// (its node missing, or another of the same name there), the group is
+    /// read again.
     pub(super) fn on_ahead_watched(
         &mut self,
         session: SessionId,
@@ -222,17 +228,18 @@ impl Core {
         result: Result<Answer, Failure>,
         now: Instant,
     ) {
-        if !self
+        let Some(read) = self
             .group
             .ahead
             .iter()
-            .any(|a| a.session == session && a.path == path)
-        {
+            .find(|a| a.session == session && a.path == path)
+            .map(|a| a.czxid)
+        else {
             return;
-        }
+        };
         match result {
-            Ok(Answer::Stat(Some(_))) => {}
-            Ok(Answer::Stat(None)) => {
+            Ok(Answer::Stat(Some(stat))) if read.is_none_or(|czxid| czxid == stat.czxid) => {}
+            Ok(Answer::Stat(_)) => {
                 self.group.ahead.retain(|a| a.path != path);
                 self.group.stale = true;
             }
