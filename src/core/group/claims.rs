@@ -20,7 +20,9 @@ pub(super) enum EarlyClaims {
 
 impl Core {
     /// Whether the next read of the group may well make this member master
-    /// (or, for an observer, name the masters): it is among the first 2N.
+    /// (or, for an observer, name the masters): it is among the first 2N,
+    /// or it is herd-free, where a slave reads the group only when a member
+    /// just ahead left (its place as last read may be long out of date).
     pub(super) fn may_be_promoted(&self) -> bool {
         if self.settings.observe {
             return true;
@@ -29,9 +31,11 @@ impl Core {
             return false;
         }
         self.node.own().is_some_and(|own| {
-            self.group
-                .position(&own.name)
-                .is_none_or(|rank| rank < 2 * self.settings.masters)
+            self.settings.herd_free
+                || self
+                    .group
+                    .position(&own.name)
+                    .is_none_or(|rank| rank < 2 * self.settings.masters)
         })
     }
 
