@@ -280,7 +280,7 @@ pub(super) struct ConnectResponse {
 }
 
 /// Reads a ConnectResponse body: protocolVersion, timeOut, sessionId,
-/// passwd, [readOnly].
+/// passwd, and readOnly if present.
 pub(super) fn parse_connect_response(body: &[u8]) -> Option<ConnectResponse> {
     let timeout_ms = be_i32(body, 4)?;
     let session_id = be_i64(body, 8)?;
@@ -294,7 +294,7 @@ pub(super) fn parse_connect_response(body: &[u8]) -> Option<ConnectResponse> {
 }
 
 /// Rewrites a whole ConnectRequest frame (protocolVersion, lastZxidSeen,
-/// timeOut, sessionId, passwd, [readOnly]) so that it resumes `session_id`
+/// timeOut, sessionId, passwd, and readOnly if present) so that it resumes `session_id`
 /// with `password`, presenting at least `last_zxid` as the last zxid seen.
 /// `None` if the frame is not a ConnectRequest.
 pub(super) fn resume_request(
