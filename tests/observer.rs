@@ -57,9 +57,16 @@ fn follows_joins_resigns_and_member_data_from_before_the_group_exists() {
     let c = join_with(&server, "/Roles/workers", "10.0.0.3:7000");
     assert!(a.wait_until_master(SOON));
     let a_name = a.member_name().unwrap();
-    wait_for(SOON, "the observer sees three members", || {
-        observer.members().len() == 3
-    });
+    // A member's claim comes a round trip after its node: the observer shows it once it has
+    // heard of it.
+    wait_for(
+        SOON,
+        "the observer sees three members and their claims",
+        || {
+            let seen = observer.snapshot();
+            seen.members.len() == 3 && seen.claims.len() == 3
+        },
+    );
     let group = observer.snapshot();
     assert_eq!(names(&group.masters), std::slice::from_ref(&a_name));
     assert_eq!(
