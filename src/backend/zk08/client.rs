@@ -265,12 +265,22 @@ impl Client {
         let _ = self.jobs.send(Job::Unwatch(path));
     }
 
+    /// Whether `session` is one of the core's sessions on this one.
+    pub(super) fn carries(&self, session: SessionId) -> bool {
+        self.reporter.sessions.lock().contains(&session)
+    }
+
     /// Tells `session` nothing more. True if no session of the core is left
     /// on this one.
     pub(super) fn detach(&self, session: SessionId) -> bool {
         let mut sessions = self.reporter.sessions.lock();
         sessions.retain(|s| *s != session);
         sessions.is_empty()
+    }
+
+    /// Tells no session of the core anything more: the ones it told so far.
+    pub(super) fn detach_all(&self) -> Vec<SessionId> {
+        std::mem::take(&mut *self.reporter.sessions.lock())
     }
 
     /// Drops the connection; the crate reconnects, through the next host.

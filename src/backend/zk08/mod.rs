@@ -64,9 +64,9 @@ pub(crate) struct Zk08 {
 /// the member's closes it (and the watcher is told it is lost), closing the
 /// watcher's only detaches it.
 struct Shared {
+    /// It knows the core's sessions it carries ([`Client::carries`]).
     client: Client,
     member: Option<SessionId>,
-    sessions: Vec<SessionId>,
     /// Paths the watcher set watches on: removed when it detaches, so that
     /// a resigning member's own deletes wake nobody in its own session.
     watched: Vec<String>,
@@ -94,17 +94,16 @@ impl Zk08 {
 }
 
 impl Zk08 {
-    /// The ZooKeeper session that carries `session`.
-    fn carrying(&self, session: SessionId) -> Option<&Shared> {
-        self.clients.iter().find(|s| s.sessions.contains(&session))
+    /// Where in `clients` the ZooKeeper session that carries `session` is.
+    fn carrying(&self, session: SessionId) -> Option<usize> {
+        self.clients.iter().position(|s| s.client.carries(session))
     }
 }
 
 impl Backend for Zk08 {
     fn open(&mut self, session: SessionId, purpose: Purpose, timeout: Duration) {
         if purpose == Purpose::Watcher {
-            if let Some(shared) = self.clients.iter_mut().find(|s| s.member.is_some()) {
-                shared.sessions.push(session);
+            if let Some(shared) = self.clients.iter().find(|s| s.member.is_some()) {
                 return shared.client.attach(session);
             }
         }
@@ -118,7 +117,6 @@ impl Backend for Zk08 {
             Ok(client) => self.clients.push(Shared {
                 client,
                 member: (purpose == Purpose::Member).then_some(session),
-                sessions: vec![session],
                 watched: Vec::new(),
             }),
             Err(e) => (self.sink)(Input::Lost {
@@ -129,13 +127,10 @@ impl Backend for Zk08 {
     }
 
     fn send(&mut self, session: SessionId, request: RequestId, op: Op) {
-        let Some(shared) = self
-            .clients
-            .iter_mut()
-            .find(|s| s.sessions.contains(&session))
-        else {
+        let Some(at) = self.carrying(session) else {
             return;
         };
+        let shared = &mut self.clients[at];
         if let Op::Exists { path, watch: true } | Op::Children { path, watch: true } = &op {
             if !shared.watched.contains(path) {
                 shared.watched.push(path.clone());
@@ -145,22 +140,17 @@ impl Backend for Zk08 {
     }
 
     fn cut(&mut self, session: SessionId) {
-        if let Some(shared) = self.carrying(session) {
-            shared.client.cut();
+        if let Some(at) = self.carrying(session) {
+            self.clients[at].client.cut();
         }
     }
 
     fn close(&mut self, session: SessionId) {
         self.closing.retain_mut(Client::closing);
-        let Some(at) = self
-            .clients
-            .iter()
-            .position(|s| s.sessions.contains(&session))
-        else {
+        let Some(at) = self.carrying(session) else {
             return;
         };
         let shared = &mut self.clients[at];
-        shared.sessions.retain(|s| *s != session);
         let last = shared.client.detach(session);
         if shared.member != Some(session) && !last {
             for path in shared.watched.drain(..) {
@@ -168,16 +158,16 @@ impl Backend for Zk08 {
             }
             return;
         }
-        let mut shared = self.clients.remove(at);
-        for other in shared.sessions.drain(..) {
-            shared.client.detach(other);
+        let shared = self.clients.remove(at);
+        for other in shared.client.detach_all() {
             (self.sink)(Input::Lost {
                 session: other,
                 why: "the member session it shared was closed".into(),
             });
         }
-        shared.client.close();
-        self.closing.push(shared.client);
+        let mut client = shared.client;
+        client.close();
+        self.closing.push(client);
     }
 
     fn wait_closed(&mut self, deadline: Instant) {
