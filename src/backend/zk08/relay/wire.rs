@@ -121,6 +121,14 @@ fn put_i32(out: &mut Vec<u8>, n: i32) {
     out.extend_from_slice(&n.to_be_bytes());
 }
 
+/// A whole frame: `body`'s length, then `body`. `None` if too long.
+fn framed(body: &[u8]) -> Option<Vec<u8>> {
+    let mut frame = Vec::with_capacity(4 + body.len());
+    put_i32(&mut frame, i32::try_from(body.len()).ok()?);
+    frame.extend_from_slice(body);
+    Some(frame)
+}
+
 /// A buffer or string: its length, then its bytes. `None` if too long.
 fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) -> Option<()> {
     put_i32(out, i32::try_from(bytes.len()).ok()?);
@@ -167,10 +175,7 @@ pub(super) fn request_frame(chroot: &str, xid: i32, op: &Op, acl: &[AclEntry]) -
         Op::Data { .. } => body.push(0),
         Op::Sync { .. } => {}
     }
-    let mut frame = Vec::with_capacity(4 + body.len());
-    put_i32(&mut frame, i32::try_from(body.len()).ok()?);
-    frame.extend_from_slice(&body);
-    Some(frame)
+    framed(&body)
 }
 
 /// A removeWatches frame: every watch of the session on `path` (the
@@ -181,10 +186,7 @@ pub(super) fn remove_watches_frame(chroot: &str, xid: i32, path: &str) -> Option
     put_i32(&mut body, OP_REMOVE_WATCHES);
     put_bytes(&mut body, with_chroot(chroot, path).as_bytes())?;
     put_i32(&mut body, 3); // WatcherType.Any
-    let mut frame = Vec::with_capacity(4 + body.len());
-    put_i32(&mut frame, i32::try_from(body.len()).ok()?);
-    frame.extend_from_slice(&body);
-    Some(frame)
+    framed(&body)
 }
 
 /// Reads the records of a reply in order.
@@ -317,10 +319,7 @@ pub(super) fn resume_request(
     out.extend_from_slice(&i32::try_from(password.len()).ok()?.to_be_bytes());
     out.extend_from_slice(password);
     out.extend_from_slice(rest);
-    let mut frame = Vec::with_capacity(4 + out.len());
-    frame.extend_from_slice(&i32::try_from(out.len()).ok()?.to_be_bytes());
-    frame.extend_from_slice(&out);
-    Some(frame)
+    framed(&out)
 }
 
 /// The length of the first whole frame at the start of `buffer`, if it
