@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
+use parking_lot::Mutex;
+
 use crate::backend::zk08::Zk08;
 use crate::backend::{Backend, InputSink};
 use crate::callbacks::{self, Dispatch};
@@ -83,6 +85,36 @@ pub(crate) fn start(
         callback_thread,
     };
     Ok((handles, joined_rx))
+}
+
+/// Waits for the driver's report on how the start ended (see [`start`]) and
+/// returns `handle` if it went well. On an error `handle` is dropped, which
+/// ends both threads.
+pub(crate) fn started<T>(
+    handle: T,
+    joined: &Receiver<Result<()>>,
+    op: &'static str,
+    role: &str,
+) -> Result<T> {
+    match joined.recv() {
+        Ok(result) => result.map(|()| handle),
+        Err(_) => Err(Error::Server {
+            op,
+            path: String::new(),
+            reason: format!("the {role} thread ended"),
+        }),
+    }
+}
+
+/// Joins the callback thread once, unless called on it: a handle dropped by
+/// one of its own callbacks cannot wait for itself (that thread ends when the
+/// callback returns).
+pub(crate) fn join_callbacks(thread: &Mutex<Option<JoinHandle<()>>>) {
+    if let Some(callbacks) = thread.lock().take() {
+        if callbacks.thread().id() != thread::current().id() {
+            let _ = callbacks.join();
+        }
+    }
 }
 
 pub(crate) struct Driver<B: Backend> {

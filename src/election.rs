@@ -2,7 +2,7 @@
 
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -83,15 +83,7 @@ impl Election {
             thread: Mutex::new(Some(handles.thread)),
             callback_thread: Mutex::new(Some(handles.callback_thread)),
         };
-        // On an error, dropping the handle ends both threads.
-        match joined.recv() {
-            Ok(result) => result.map(|()| election),
-            Err(_) => Err(Error::Server {
-                op: "join",
-                path: String::new(),
-                reason: "the election thread ended".into(),
-            }),
-        }
+        driver::started(election, &joined, "join", "election")
     }
 
     /// True while this member is master and its lease holds. Never blocks: it
@@ -379,13 +371,7 @@ impl Drop for Election {
         // Resigning closed the callback thread already, unless it was
         // resigned before it had an election thread (the unit tests' handle).
         let _ = self.dispatch.send(Dispatch::Close);
-        // A handle dropped by one of its own callbacks cannot wait for
-        // itself: that thread ends when the callback returns.
-        if let Some(callbacks) = self.callback_thread.lock().take() {
-            if callbacks.thread().id() != thread::current().id() {
-                let _ = callbacks.join();
-            }
-        }
+        driver::join_callbacks(&self.callback_thread);
     }
 }
 
@@ -403,6 +389,7 @@ impl std::fmt::Debug for Election {
 mod tests {
     use super::*;
     use crate::core::View;
+    use std::thread;
 
     /// A handle with its callback thread but no election thread, fed by hand.
     fn detached() -> Election {

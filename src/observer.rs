@@ -2,7 +2,7 @@
 
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -11,7 +11,7 @@ use crate::callbacks::{self, CallbackId, Dispatch, Subscription};
 use crate::config::Config;
 use crate::core::{Settings, View};
 use crate::driver::{self, Message};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::member::Member;
 use crate::role::{Connection, RoleChange};
 use crate::state::Shared;
@@ -109,15 +109,7 @@ impl Observer {
             thread: Mutex::new(Some(handles.thread)),
             callback_thread: Mutex::new(Some(handles.callback_thread)),
         };
-        // On an error, dropping the handle ends both threads.
-        match joined.recv() {
-            Ok(result) => result.map(|()| observer),
-            Err(_) => Err(Error::Server {
-                op: "watch",
-                path: String::new(),
-                reason: "the observer thread ended".into(),
-            }),
-        }
+        driver::started(observer, &joined, "watch", "observer")
     }
 
     /// The group as last read: members, masters, claims and connection, all
@@ -295,11 +287,7 @@ impl Drop for Observer {
     fn drop(&mut self) {
         self.close();
         let _ = self.dispatch.send(Dispatch::Close);
-        if let Some(callbacks) = self.callback_thread.lock().take() {
-            if callbacks.thread().id() != thread::current().id() {
-                let _ = callbacks.join();
-            }
-        }
+        driver::join_callbacks(&self.callback_thread);
     }
 }
 

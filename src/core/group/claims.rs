@@ -117,8 +117,8 @@ impl Core {
                 let members: HashSet<String> = order
                     .iter()
                     .filter_map(|name| {
-                        let (_, stat) = self.group.data.get(name)?.as_ref()?;
-                        Some(crate::core::member::node_claim_name(stat.czxid, name))
+                        let czxid = self.group.czxid_of(name)?;
+                        Some(crate::core::member::node_claim_name(czxid, name))
                     })
                     .collect();
                 let orphaned: Vec<&String> = claims
