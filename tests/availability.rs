@@ -82,21 +82,32 @@ fn config(connect: String, group: &str) -> Config {
         .connect_timeout(SOON)
 }
 
+/// A master joined through `master_connect`, then a slave through `slave_connect`, each
+/// waited for in its role.
+fn master_and_slave(
+    master_connect: String,
+    slave_connect: String,
+    group: &str,
+) -> (Arc<Election>, Arc<Election>) {
+    let master = Arc::new(Election::join(config(master_connect, group)).expect("join"));
+    assert!(
+        master.wait_until_master(SOON),
+        "the first member became master"
+    );
+    let slave = Arc::new(Election::join(config(slave_connect, group)).expect("join"));
+    wait_for(SOON, "the second member to be slave", || {
+        slave.role() == Role::Slave
+    });
+    (master, slave)
+}
+
 /// Cuts the master's connections `cuts` times, every `every`; the member must keep its session
 /// (and node) through all of them.
 fn flap(group: &str, every: Duration, cuts: usize) {
     init_logging();
     let server = ZkServer::start();
     let proxy = Proxy::to_port(server.port());
-    let master = Arc::new(Election::join(config(proxy.connect_string(), group)).expect("join"));
-    assert!(
-        master.wait_until_master(SOON),
-        "the first member became master"
-    );
-    let slave = Arc::new(Election::join(config(server.connect_string(), group)).expect("join"));
-    wait_for(SOON, "the second member to be slave", || {
-        slave.role() == Role::Slave
-    });
+    let (master, slave) = master_and_slave(proxy.connect_string(), server.connect_string(), group);
     let name = master.member_name();
     let watch = Watch::start(master.clone(), slave.clone());
     let started = Instant::now();
@@ -139,15 +150,7 @@ fn session_kept_through_a_standalone_restart_longer_than_its_time_left() {
     init_logging();
     let mut server = ZkServer::start();
     let group = "/avail-restart";
-    let master = Arc::new(Election::join(config(server.connect_string(), group)).expect("join"));
-    assert!(
-        master.wait_until_master(SOON),
-        "the first member became master"
-    );
-    let slave = Arc::new(Election::join(config(server.connect_string(), group)).expect("join"));
-    wait_for(SOON, "the second member to be slave", || {
-        slave.role() == Role::Slave
-    });
+    let (master, slave) = master_and_slave(server.connect_string(), server.connect_string(), group);
     let (name, token) = (master.member_name(), master.fencing_token());
     let watch = Watch::start(master.clone(), slave.clone());
     server.stop();
