@@ -151,15 +151,7 @@ fn watching_relay(server: &str, chroot: &str, on_watch: WatchSink) -> Relay {
 /// Connects as the crate would, and waits for the relay to take
 /// requests of ours on that connection.
 fn client(relay: &Relay) -> TcpStream {
-    let mut stream = TcpStream::connect(relay.addr()).expect("connect");
-    stream.set_read_timeout(Some(SOON)).expect("timeout");
-    let mut request = Vec::new();
-    for int in [0i32, 0, 0, 4000] {
-        request.extend_from_slice(&int.to_be_bytes());
-    }
-    request.extend_from_slice(&0i64.to_be_bytes());
-    ustring(&mut request, &[0; 16]);
-    stream.write_all(&framed(&request)).expect("write");
+    let mut stream = ask_new_session(relay);
     let response = read_frame(&mut stream, MAX_FRAME).expect("connect response");
     assert_eq!(be_i64(&response, 12), Some(SESSION));
     let deadline = Instant::now() + SOON;
